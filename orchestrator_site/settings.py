@@ -1,0 +1,227 @@
+"""Settings of the orchestrator, read from environment variables (CONTRACT.md §2).
+
+Zero configuration runs locally on SQLite and the embedded Redis that `manage.py orchestrate`
+starts; `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and a Redis server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("ORCHESTRATOR_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def embedded_redis_url() -> str:
+    """The URL the running embedded Redis wrote under var/, so every process finds it."""
+    path = VAR_DIR / "redis.url"
+    return path.read_text().strip() if path.exists() else ""
+
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key-set-SECRET_KEY-in-production" if DEBUG else "")
+if not SECRET_KEY:
+    raise RuntimeError("SECRET_KEY must be set when DEBUG is off")
+ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_rq",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "template_partials",
+    "tasks_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "orchestrator_site.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "orchestrator_site.wsgi.application"
+ASGI_APPLICATION = "orchestrator_site.asgi.application"
+
+# Databases: SQLite under var/ by default, set up for several concurrent worker processes
+# (WAL, immediate transactions, a busy timeout); PostgreSQL through DATABASE_URL.
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=0
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+    }
+    # A file (worker processes of end-to-end tests open it too), one per test run.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test_db_{os.getpid()}.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis: RQ queues and the Channels layer. Unset REDIS_URL means the embedded Redis.
+REDIS_URL = env_str("REDIS_URL") or embedded_redis_url() or "redis://127.0.0.1:6379/0"
+ORCHESTRATOR_QUEUES = ["orchestrator-high", "orchestrator-medium", "orchestrator-low"]
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1} for name in ORCHESTRATOR_QUEUES + ["default"]}
+RQ = {"WORKER_CLASS": "tasks_app.worker.OrchestratorWorker", "COMMIT_MODE": "auto"}
+# The pub/sub layer: lower latency for many watchers, and no idle-socket read timeouts
+# (redis-py 8 times out the core layer's blocking reads on idle connections). Redis pub/sub
+# channels ignore the database number, so the prefix carries it: two deployments sharing a Redis
+# server on different databases never see each other's live messages.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"asgi-db{urlsplit(REDIS_URL).path.strip('/') or '0'}"},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from finders in development; collectstatic fills it
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "tasks_app.api.errors.exception_handler",
+    # Rate limits per signed-in user and per anonymous client address; a 429 says when to retry.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "tasks_app.api.throttling.UserRateThrottle",
+        "tasks_app.api.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("ORCHESTRATOR_API_RATE_USER", "600/min") or None,
+        "anon": env_str("ORCHESTRATOR_API_RATE_ANON", "60/min") or None,
+    },
+    # Proxies in front that append to X-Forwarded-For; 0 trusts only the socket address (no spoofing).
+    "NUM_PROXIES": env_int("ORCHESTRATOR_NUM_PROXIES", 0),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Orchestrator API",
+    "DESCRIPTION": "Signatures, chains, swarms and graphs of tasks on RQ workers.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tasks_app.api.schema.document_common_errors",
+    ],
+}
+
+# Production hardening: with DEBUG off, `manage.py check --deploy` is clean.
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "orchestrator@localhost")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "tasks_app": {"handlers": ["console"], "level": env_str("ORCHESTRATOR_LOG_LEVEL", "INFO")},
+        "rq.worker": {"handlers": ["console"], "level": "WARNING"},
+    },
+}
+
+# The orchestrator's own knobs.
+ORCHESTRATOR = {
+    "DELETION_TTL": env_int("ORCHESTRATOR_DELETION_TTL", 86400),
+    "AUTO_RESUME": env_bool("ORCHESTRATOR_AUTO_RESUME", True),
+    "AUTO_RESUME_INCLUDE": ["*"],  # task-name glob patterns resumed automatically
+    "AUTO_RESUME_EXCLUDE": [],  # task-name glob patterns never resumed automatically
+    "AUTO_RESUME_STAGGER": 0.0,  # seconds between two re-enqueues of one pass
+    "HEARTBEAT_TIMEOUT": env_int("ORCHESTRATOR_HEARTBEAT_TIMEOUT", 60),
+    "PROGRESS_WRITE_INTERVAL": 0.25,  # seconds between two progress writes of one task
+    "MAX_SPEC_BYTES": env_int("ORCHESTRATOR_MAX_SPEC_BYTES", 1_000_000),
+    "MAX_KWARGS_BYTES": env_int("ORCHESTRATOR_MAX_KWARGS_BYTES", 256_000),
+    # Bearer token a Prometheus server sends to scrape /metrics (staff sessions need none); unset: staff only.
+    "METRICS_TOKEN": env_str("ORCHESTRATOR_METRICS_TOKEN"),
+    "METRICS_WINDOW": env_int("ORCHESTRATOR_METRICS_WINDOW", 3600),  # seconds of runs the duration gauges read
+}

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from tasks_app.views import health, prometheus
+
+urlpatterns = [
+    path("metrics", prometheus.metrics, name="prometheus_metrics"),
+    path("healthz", health.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/", include("tasks_app.api.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("tasks_app.urls")),
+]
+
+# JSON under /api/, Django's pages elsewhere.
+handler404 = "tasks_app.api.errors.page_not_found"
+handler500 = "tasks_app.api.errors.server_error"
