@@ -1,0 +1,36 @@
+"""Pages of signatures, and an id cursor for the append-only streams (logs, events)."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from rest_framework import serializers
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class CursorParams(serializers.Serializer):
+    after = serializers.IntegerField(min_value=0, default=0, help_text="Only rows with a larger id (the last id seen).")
+    limit = serializers.IntegerField(min_value=1, max_value=10_000, default=1000, help_text="At most this many rows.")
+
+
+def cursor_page(request: Request, queryset: QuerySet, serializer_class: type[serializers.Serializer]) -> Response:
+    """Rows in id order after ``?after``, at most ``?limit``; a ``Link: rel="next"`` header when more wait.
+
+    Ids only grow, so following a task's logs or events with ``after`` never skips a row.
+    """
+    params = CursorParams(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    after, limit = params.validated_data["after"], params.validated_data["limit"]
+    rows = list(queryset.filter(pk__gt=after).order_by("pk")[: limit + 1])
+    response = Response(serializer_class(rows[:limit], many=True).data)
+    if len(rows) > limit:
+        url = replace_query_param(request.build_absolute_uri(), "after", rows[limit - 1].pk)
+        response["Link"] = f'<{url}>; rel="next"'
+    return response

@@ -1,0 +1,33 @@
+"""One RQ worker on the orchestrator's queues, in priority order; reconciles when it starts."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import connections
+from django_rq.workers import get_worker
+
+
+class Command(BaseCommand):
+    help = "Run one RQ worker for the orchestrator's queues (high, medium, low), forking a horse per job."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--burst", action="store_true", help="Quit once the queues are empty.")
+        parser.add_argument("--queues", nargs="+", default=None, help="Queue names, in the order read.")
+        parser.add_argument("--with-scheduler", action="store_true", help="Also run RQ's scheduler (delayed retries).")
+        parser.add_argument("--name", default=None, help="Worker name (default: RQ's).")
+        parser.add_argument("--no-reconcile", action="store_true", help="Skip the auto-resume pass at start.")
+
+    def handle(self, *args, **options):
+        queues = options["queues"] or settings.ORCHESTRATOR_QUEUES
+        if not options["no_reconcile"]:
+            self.reconcile()
+        connections.close_all()
+        worker = get_worker(*queues, name=options["name"], worker_ttl=30, job_monitoring_interval=5)
+        worker.work(burst=options["burst"], with_scheduler=options["with_scheduler"], logging_level="WARNING")
+
+    def reconcile(self) -> None:
+        from tasks_app.services import reconcile
+
+        if settings.ORCHESTRATOR["AUTO_RESUME"]:
+            reconcile.run_pass(trigger="worker start")

@@ -1,0 +1,1 @@
+"""Domain logic: every state change of the orchestrator is one function here."""

@@ -1,0 +1,34 @@
+"""Chains: members run strictly in order, each receiving the previous result as ``input``."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from ..models import Signature, Status
+from . import execution
+
+
+def advance(chain: Signature) -> None:
+    current = chain.members.exclude(status__in=[Status.COMPLETED, Status.SKIPPED]).order_by("position").first()
+    previous = (
+        chain.members.filter(status=Status.COMPLETED, position__lt=current.position if current else 1 << 31)
+        .order_by("-position")
+        .only("result")
+        .first()
+    )
+    if current is None:
+        execution.finish(chain, Status.COMPLETED, result=previous.result if previous else None)
+    elif current.status == Status.FAILED:
+        _fail(chain, current)
+    elif current.status == Status.PENDING:
+        inbound = {"input": previous.result} if previous else chain.inbound
+        execution.start(current, inbound=inbound)
+
+
+def _fail(chain: Signature, step: Signature) -> None:
+    """A failed step fails the chain; the steps after it never run."""
+    chain.members.filter(status=Status.PENDING, position__gt=step.position).update(
+        status=Status.SKIPPED, finished_at=timezone.now()
+    )
+    error = dict(step.error or {}, step=step.position + 1, step_id=step.pk)
+    execution.finish(chain, Status.FAILED, error=error)

@@ -1,0 +1,57 @@
+"""What chains, swarms and graphs share: advancing after a member ends, and rolling up progress.
+
+``advance`` is idempotent: it reads the members' statuses and starts only what is due, so it can
+run twice or concurrently (the container row is locked) without starting anything twice.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Count, Sum
+
+from ..models import Kind, Signature, Status
+
+ENDED = (Status.COMPLETED, Status.SKIPPED, Status.FAILED)
+
+
+def advance(container: Signature, stats: dict | None = None) -> None:
+    """Start whatever is due next in a running container, or end it when its members are done.
+
+    ``stats`` is ``member_stats(container)`` when the caller has it (a swarm reuses it)."""
+    if container.status != Status.RUNNING:
+        return
+    from . import chains, graphs, swarms
+
+    if container.kind == Kind.SWARM:
+        swarms.advance(container, stats)
+    else:
+        {Kind.CHAIN: chains.advance, Kind.GRAPH: graphs.advance}[container.kind](container)
+
+
+def member_finished(member: Signature) -> None:
+    """Called in the transaction that ended ``member``; its container row is already locked."""
+    container = member.__dict__.pop("_locked_container", None)
+    if container is None or container.pk != member.parent_id:
+        container = Signature.objects.select_for_update().get(pk=member.parent_id)
+    if container.kind == Kind.SWARM:
+        from . import swarms
+
+        swarms.on_member_finished(container, member)
+    stats = member_stats(container)
+    roll_up(container, stats)
+    advance(container, stats)
+
+
+def member_stats(container: Signature) -> dict[str, tuple[int, float]]:
+    """{status: (members, sum of their progress)}: one grouped query serves roll-up and advance."""
+    rows = container.members.values("status").annotate(n=Count("id"), p=Sum("progress")).order_by()
+    return {row["status"]: (row["n"], float(row["p"] or 0)) for row in rows}
+
+
+def roll_up(container: Signature, stats: dict | None = None) -> float:
+    """Store the container's percent: the mean of its members' (ended ones count as 100)."""
+    stats = member_stats(container) if stats is None else stats
+    members = sum(n for n, _ in stats.values())
+    total = sum(100.0 * n if status in ENDED else progress for status, (n, progress) in stats.items())
+    percent = total / members if members else 0.0
+    Signature.objects.filter(pk=container.pk, progress__lt=percent).update(progress=percent)
+    return percent

@@ -1,0 +1,337 @@
+"""The life of a signature: submit, start, claim, execute, complete, fail, call back.
+
+Every transition is a guarded update (``filter(pk=..., status__in=allowed).update(...)``; zero
+rows means another process won) with its Event, in one transaction; jobs go out after commit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+import traceback
+from typing import Any, Callable
+
+from django.db import OperationalError, transaction
+from django.db.models import F, Max
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+
+from ..context import ApprovalPending, PauseRequested, StopRequested, TaskContext
+from ..models import (
+    CallbackOn,
+    Kind,
+    Run,
+    RunStatus,
+    Signature,
+    Status,
+    Step,
+)
+from ..registry import NonRetryable, get_task
+from . import events, live, logs, specs, transport
+
+
+MAX_RETRY_DELAY = 3600.0  # seconds: exponential backoff stops growing at an hour
+
+
+def retry_on_conflict(fn: Callable) -> Callable:
+    """Re-run a transactional service when the database reports a deadlock or a lock timeout."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for attempt in range(5):
+            try:
+                return fn(*args, **kwargs)
+            except OperationalError as exc:
+                if attempt == 4 or transaction.get_connection().in_atomic_block:
+                    raise
+                if "deadlock" not in str(exc).lower() and "locked" not in str(exc).lower():
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    return wrapper
+
+
+# Submitting and starting ----------------------------------------------------------------------
+
+
+def submit(raw_spec: Any, *, owner, run: bool = True, idempotency_key: str | None = None,
+           actor: str = "system") -> Signature:
+    """Validate a spec, write its tree and (by default) start it."""
+    spec = specs.validate(raw_spec)
+    with transaction.atomic():
+        if idempotency_key:
+            existing = Signature.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return existing
+        sig = specs.build(spec, owner=owner, idempotency_key=idempotency_key)
+        events.record(sig, "created", actor=actor, kind=sig.kind, task=sig.task_name)
+        if run:
+            start(sig, actor=actor)
+    return sig
+
+
+def start(sig: Signature, *, inbound: dict | None = None, actor: str = "system") -> bool:
+    """pending → queued (a task) or running (a container). False when it was not pending."""
+    if inbound is not None:
+        Signature.objects.filter(pk=sig.pk).update(inbound=inbound)
+        sig.inbound = inbound
+    if sig.kind == Kind.TASK:
+        return queue_run(sig, allowed=[Status.PENDING], attempt=1, actor=actor) is not None
+    now = timezone.now()
+    if not Signature.objects.filter(pk=sig.pk, status=Status.PENDING).update(
+        status=Status.RUNNING, started_at=now, updated_at=now
+    ):
+        return False
+    sig.status = Status.RUNNING
+    events.record(sig, "started", actor=actor)
+    from . import containers
+
+    containers.advance(sig)
+    return True
+
+
+def queue_run(sig: Signature, *, allowed, attempt: int, delay: float = 0, actor: str = "system",
+              event: str = "queued") -> Run | None:
+    """Move a task signature to queued with a new Run whose job is enqueued after commit."""
+    now = timezone.now()
+    if not Signature.objects.filter(pk=sig.pk, status__in=allowed).update(
+        status=Status.QUEUED, attempts=attempt, updated_at=now
+    ):
+        return None
+    sig.status = Status.QUEUED
+    number = (sig.runs.aggregate(n=Max("number"))["n"] or 0) + 1
+    run = Run.objects.create(
+        signature=sig,
+        number=number,
+        attempt=attempt,
+        queue=transport.QUEUE_BY_PRIORITY[sig.priority],
+        job_id=f"orch-{sig.pk}-{number}",
+        not_before=now + timezone.timedelta(seconds=delay) if delay else None,
+    )
+    events.record(sig, event, actor=actor, attempt=attempt, run=number, delay=delay)
+    transport.enqueue_run(run, delay=delay)
+    return run
+
+
+# Executing (inside the RQ work horse) ---------------------------------------------------------
+
+
+@retry_on_conflict
+def claim(signature_id: int, number: int) -> tuple[Signature, Run] | None:
+    """queued → running for the run and its signature; None when this job lost (stale or duplicate)."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not Run.objects.filter(signature_id=signature_id, number=number, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=now, worker_name=os.environ.get("RQ_WORKER_ID", "")[:200]
+        ):
+            return None
+        if not Signature.objects.filter(pk=signature_id, status=Status.QUEUED).update(
+            status=Status.RUNNING, started_at=Coalesce(F("started_at"), now), updated_at=now
+        ):
+            Run.objects.filter(signature_id=signature_id, number=number).update(
+                status=RunStatus.LOST, finished_at=now
+            )
+            return None
+        run = Run.objects.select_related("signature").get(signature_id=signature_id, number=number)
+        sig = run.signature
+        live.remember(sig)
+        taskdef = get_task(sig.task_name)
+        if taskdef and taskdef.steps and not sig.steps.exists():
+            Step.objects.bulk_create(
+                [Step(signature=sig, order=i + 1, name=name) for i, name in enumerate(taskdef.steps)]
+            )
+        events.record(sig, "running", run=number, attempt=run.attempt, worker=run.worker_name)
+    return sig, run
+
+
+def execute(signature_id: int, number: int) -> None:
+    """The RQ job: run one claimed Run of a task signature to its end."""
+    claimed = claim(signature_id, number)
+    if claimed is None:
+        return
+    sig, run = claimed
+    taskdef = get_task(sig.task_name)
+    if taskdef is None:
+        fail(sig, run, error_payload(sig, LookupError(f"task {sig.task_name!r} is not registered")), retryable=False)
+        return
+    ctx = TaskContext(sig, run)
+    kwargs = {**sig.kwargs, **{k: v for k, v in sig.inbound.items() if taskdef.accepts(k)}}
+    try:
+        with logs.capture(run):
+            with time_limit(sig.timeout):
+                result = taskdef.fn(ctx, **kwargs)
+            json.dumps(result)
+    except PauseRequested:
+        ctx.flush()
+        run_paused(sig, run)
+    except StopRequested:
+        return
+    except ApprovalPending as pending:
+        from .approvals import wait
+
+        ctx.flush()
+        wait(sig, run, pending.approval)
+    except Exception as exc:
+        ctx.flush()
+        fail(sig, run, error_payload(sig, exc), retryable=not isinstance(exc, NonRetryable))
+    else:
+        ctx.flush()
+        complete(sig, run, result)
+
+
+class time_limit(UnixSignalDeathPenalty):
+    """SIGALRM-based timeout around the task function only (the work horse runs one job)."""
+
+    def __init__(self, seconds: float | None):
+        super().__init__(seconds or 0, JobTimeoutException)
+
+    def setup_death_penalty(self):
+        if self._timeout > 0:
+            import signal
+
+            signal.signal(signal.SIGALRM, self.handle_death_penalty)
+            signal.setitimer(signal.ITIMER_REAL, self._timeout)
+
+    def cancel_death_penalty(self):
+        import signal
+
+        if self._timeout <= 0:  # nothing was set up; signal calls would fail outside the main thread
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+def error_payload(sig: Signature, exc: BaseException) -> dict:
+    if isinstance(exc, JobTimeoutException):
+        return {"type": "TimeoutError", "message": f"task exceeded its timeout of {sig.timeout:g} s",
+                "traceback": "", "task_id": sig.pk}
+    if isinstance(exc, TypeError) and "JSON serializable" in str(exc):
+        exc = TypeError(f"the task's result is not JSON: {exc}")
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc))[-20_000:],
+        "task_id": sig.pk,
+    }
+
+
+def _end_run(run: Run, status: str, error: dict | None = None) -> bool:
+    return bool(
+        Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+            status=status, finished_at=timezone.now(), error=error
+        )
+    )
+
+
+@retry_on_conflict
+def complete(sig: Signature, run: Run, result: Any) -> None:
+    with transaction.atomic():
+        lock_parent(sig)
+        if not _end_run(run, RunStatus.COMPLETED):
+            return  # a late result of an interrupted, cancelled or reconciled run is dropped
+        finish(sig, Status.COMPLETED, result=result, allowed=(Status.RUNNING, Status.PAUSED))
+
+
+@retry_on_conflict
+def fail(sig: Signature, run: Run, error: dict, *, retryable: bool = True) -> None:
+    """A run raised: retry with backoff while attempts remain, else fail the signature."""
+    with transaction.atomic():
+        lock_parent(sig)
+        if not _end_run(run, RunStatus.FAILED, error):
+            return
+        if retryable and run.attempt <= sig.retries:
+            delay = min(MAX_RETRY_DELAY, sig.retry_backoff * 2 ** min(run.attempt - 1, 30))
+            Signature.objects.filter(pk=sig.pk, status=Status.RUNNING).update(
+                status=Status.PENDING, error=error, progress=0, checkpoint=None
+            )
+            sig.steps.all().delete()
+            queue_run(sig, allowed=[Status.PENDING], attempt=run.attempt + 1, delay=delay, event="retrying")
+            return
+        finish(sig, Status.FAILED, error=error, allowed=(Status.RUNNING, Status.PAUSED))
+
+
+def run_paused(sig: Signature, run: Run) -> None:
+    with transaction.atomic():
+        if _end_run(run, RunStatus.PAUSED):
+            events.record(sig, "paused_at_checkpoint", run=run.number)
+
+
+def lock_parent(sig: Signature) -> Signature | None:
+    """Lock the container first, always, so member ends and container actions take locks in one order."""
+    if sig.parent_id is None:
+        return None
+    container = Signature.objects.select_for_update().filter(pk=sig.parent_id).first()
+    if container is None:  # cancelled meanwhile: the run row went too, and the caller drops the result
+        return None
+    sig._locked_container = container  # containers.member_finished uses it in this transaction
+    return container
+
+
+# Ending and calling back ----------------------------------------------------------------------
+
+
+def finish(sig: Signature, status: str, *, result: Any = None, error: dict | None = None,
+           allowed=(Status.RUNNING,), actor: str = "system") -> bool:
+    """End a signature (task or container) once: fire its callbacks and tell its container."""
+    now = timezone.now()
+    changes = {"status": status, "finished_at": now, "updated_at": now}
+    if status == Status.COMPLETED:
+        changes.update(result=result, progress=100, error=None)
+    else:
+        changes["error"] = error
+    if not Signature.objects.filter(pk=sig.pk, status__in=allowed).update(**changes):
+        return False
+    for key, value in changes.items():
+        setattr(sig, key, value)
+    events.record(sig, status, actor=actor, **({"error": _short(error)} if error else {}))
+    fire_callbacks(sig)
+    if sig.parent_id is not None:
+        from . import containers
+
+        containers.member_finished(sig)
+    return True
+
+
+def _short(error: dict | None) -> dict | None:
+    return error and {"type": error.get("type"), "message": str(error.get("message"))[:500]}
+
+
+def fire_callbacks(sig: Signature) -> None:
+    """Start the callbacks that match the outcome; the others can no longer fire and are skipped."""
+    if sig.status == Status.COMPLETED:
+        fire, skip, inbound = CallbackOn.SUCCESS, CallbackOn.ERROR, {"input": sig.result}
+    else:
+        fire, skip, inbound = CallbackOn.ERROR, CallbackOn.SUCCESS, {"error": sig.error}
+    pending = list(sig.callbacks.filter(status=Status.PENDING))
+    if not pending:
+        return
+    skip_callbacks(sig, [skip])
+    held = _in_paused_container(sig)
+    for callback in pending:
+        if callback.callback_on != fire:
+            continue
+        if held:  # it waits with the rest of the paused workflow; resume queues it
+            Signature.objects.filter(pk=callback.pk, status=Status.PENDING).update(status=Status.PAUSED,
+                                                                                  inbound=inbound)
+        else:
+            start(callback, inbound=inbound)
+
+
+def _in_paused_container(sig: Signature) -> bool:
+    """A member that ended inside a paused container (a running member carries on to its end)."""
+    if sig.parent_id is None:
+        return False
+    container = sig.__dict__.get("_locked_container")
+    if container is not None and container.pk == sig.parent_id:
+        return container.status == Status.PAUSED
+    return Signature.objects.filter(pk=sig.parent_id, status=Status.PAUSED).exists()
+
+
+def skip_callbacks(sig: Signature, kinds) -> None:
+    sig.callbacks.filter(callback_on__in=kinds, status=Status.PENDING).update(
+        status=Status.SKIPPED, finished_at=timezone.now()
+    )
+

@@ -1,0 +1,225 @@
+"""Live messages (CONTRACT.md §6) to browsers and API clients over the Channels layer.
+
+Messages go to ``task-<id>`` for the signature and each of its ancestors (a workflow's page sees
+its members) and to ``user-<owner id>``. Inside a transaction they are buffered and sent in one
+batch after commit, so nobody sees a state that was rolled back; outside one they go at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
+from channels_redis.utils import decode_hosts
+from django.db import connection, transaction
+
+from ..models import Signature
+
+log = logging.getLogger(__name__)
+_local = threading.local()
+EVENT_MESSAGE = "task.message"
+
+
+def task_group(task_id: int) -> str:
+    return f"task-{task_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user-{user_id}"
+
+
+_ANCESTORS: dict[int, tuple[int, ...]] = {}
+_ANCESTORS_MAX = 100_000
+
+
+def _ancestors(task_id: int) -> tuple[int, ...]:
+    """The ids above a signature (members and callbacks alike); a tree's shape never changes."""
+    known = _ANCESTORS.get(task_id)
+    if known is not None:
+        return known
+    row = Signature.objects.filter(pk=task_id).values_list("parent_id", "callback_of_id").first()
+    if row is None:
+        return ()
+    up = row[0] or row[1]
+    return _keep(task_id, (up, *_ancestors(up)) if up else ())
+
+
+def _keep(task_id: int, ancestors: tuple[int, ...]) -> tuple[int, ...]:
+    if len(_ANCESTORS) >= _ANCESTORS_MAX:
+        _ANCESTORS.clear()
+    _ANCESTORS[task_id] = ancestors
+    return ancestors
+
+
+def remember(sig: Signature) -> None:
+    """Learn a loaded signature's ancestors without a query where its row says them: at the top,
+    or right under the top (a work horse starts with an empty cache, so this saves its lookups)."""
+    up = sig.parent_id or sig.callback_of_id
+    if up is None:
+        _keep(sig.pk, ())
+    elif up == sig.root_id:  # the root is the top of its tree: nothing above it
+        _keep(sig.pk, (up,))
+
+
+def groups_for(sig: Signature) -> list[str]:
+    return [task_group(sig.pk), *(task_group(i) for i in _ancestors(sig.pk)), user_group(sig.owner_id)]
+
+
+def publish(sig: Signature, type: str, **fields) -> None:
+    """Send ``{"type": type, "task_id": id, **fields}`` to everyone watching the signature."""
+    message = {"type": type, "task_id": sig.pk, **fields}
+    _queue(groups_for(sig), message)
+
+
+def _queue(groups: list[str], message: dict) -> None:
+    if not connection.in_atomic_block:
+        _send([(groups, message)])
+        return
+    pending = getattr(_local, "pending", None)
+    if pending is None or not _registered(pending):
+        pending = _local.pending = _Batch()
+        transaction.on_commit(pending.flush)
+    pending.append((groups, message))
+
+
+class _Batch(list):
+    """The messages of one transaction, sent by its on-commit callback (dropped on rollback)."""
+
+    def flush(self) -> None:
+        if getattr(_local, "pending", None) is self:
+            _local.pending = None
+        _send(list(self))
+
+
+def _registered(batch: _Batch) -> bool:
+    """Whether the batch's callback still waits for a commit (a rollback discards it)."""
+    return any(getattr(callback, "__self__", None) is batch for _, callback, _ in connection.run_on_commit)
+
+
+def _send(batch: list) -> None:
+    if not batch:
+        return
+    send(_resolve_touches(batch))
+
+
+def send(batch: list[tuple[list[str], dict]]) -> None:
+    """Deliver ``(groups, message)`` pairs now; best effort, the database keeps the truth."""
+    try:
+        deliver(batch)
+    except Exception:
+        log.warning("live update not delivered", exc_info=True)
+
+
+def deliver(batch: list[tuple[list[str], dict]]) -> None:
+    """Deliver ``(groups, message)`` pairs now, raising when the channel layer cannot be reached."""
+    layer = get_channel_layer()
+    if layer is None or not batch:
+        return
+    publisher = _publisher(layer)
+    if publisher is not None:
+        publisher.publish(batch)
+    else:
+        _send_async(layer, batch)
+
+
+def _send_async(layer, batch: list) -> None:
+    async def send_all() -> None:
+        for groups, message in batch:
+            for group in groups:
+                await layer.group_send(group, {"type": EVENT_MESSAGE, "message": message})
+
+    async_to_sync(send_all)()
+
+
+class _Publisher:
+    """``group_send`` of the Redis pub/sub layer, done synchronously: one pipelined round trip.
+
+    The layer's own ``group_send`` is async: from a worker it costs an event loop, a thread and a
+    new Redis connection per batch. This writes the same bytes (the layer's serializer) to the
+    same Redis channels over one kept connection per process.
+    """
+
+    def __init__(self, layer: RedisPubSubChannelLayer):
+        self.layer = layer
+        self.prefix = layer._kwargs.get("prefix", "asgi")
+        address = decode_hosts(layer._kwargs.get("hosts"))[0]["address"]
+        self.redis = redis.Redis.from_url(address, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+
+    def publish(self, batch: list) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for groups, message in batch:
+            payload = self.layer.serialize({"type": EVENT_MESSAGE, "message": message})
+            for group in groups:
+                pipe.publish(f"{self.prefix}__group__{group}", payload)
+        pipe.execute()
+
+
+_publishers: dict[tuple[int, int], _Publisher] = {}
+
+
+def _publisher(layer) -> _Publisher | None:
+    """The process's publisher for a single-host Redis pub/sub layer; None for any other layer."""
+    if not isinstance(layer, RedisPubSubChannelLayer) or len(layer._kwargs.get("hosts") or ()) != 1:
+        return None
+    key = (os.getpid(), id(layer))  # a forked work horse opens its own connection
+    if key not in _publishers:
+        _publishers.clear()
+        _publishers[key] = _Publisher(layer)
+    return _publishers[key]
+
+
+# What the services publish ----------------------------------------------------------------------
+
+
+def touched(sig: Signature, event_type: str) -> None:
+    """A transition happened: send the status as committed (and the end, once, with its result)."""
+    _queue([], {"touch": sig.pk, "owner": sig.owner_id, "event": event_type})
+
+
+def _resolve_touches(batch: list) -> list:
+    ids = {m["touch"] for _, m in batch if "touch" in m}
+    if not ids:
+        return batch
+    rows = {pk: (status, result, error) for pk, status, result, error in
+            Signature.objects.filter(pk__in=ids).values_list("pk", "status", "result", "error")}
+    resolved = []
+    for groups, message in batch:
+        if "touch" not in message:
+            resolved.append((groups, message))
+            continue
+        if message["touch"] not in rows:
+            continue
+        sig = Signature(pk=message["touch"], owner_id=message["owner"])
+        status, result, error = rows[sig.pk]
+        groups = groups_for(sig)
+        resolved.append((groups, {"type": "status", "task_id": sig.pk, "status": status, "event": message["event"]}))
+        if message["event"] == "completed":
+            resolved.append((groups, {"type": "task_complete", "task_id": sig.pk, "result": result}))
+        elif message["event"] == "failed":
+            resolved.append((groups, {"type": "task_failed", "task_id": sig.pk, "error": error}))
+    return resolved
+
+
+def progress(sig: Signature, *, percent: float, current_step: int, total_steps: int, eta_seconds: int | None,
+             current_step_name: str | None = None) -> None:
+    publish(sig, "progress", percent=round(percent, 1), current_step=current_step, total_steps=total_steps,
+            eta_seconds=eta_seconds, current_step_name=current_step_name)
+
+
+def log_lines(task_id: int, owner_id: int, entries: list, limit: int = 500) -> None:
+    """Log records of a batch; past ``limit`` one line says how many more were stored."""
+    sig = Signature(pk=task_id, owner_id=owner_id)
+    messages = [
+        {"type": "log", "task_id": task_id, "level": e.levelname, "message": e.message[:2000], "at": e.at.isoformat()}
+        for e in entries[:limit]
+    ]
+    if len(entries) > limit:
+        messages.append({"type": "log", "task_id": task_id, "level": "INFO", "at": entries[-1].at.isoformat(),
+                         "message": f"… {len(entries) - limit} more lines stored (see the logs page)"})
+    groups = groups_for(sig)
+    send([(groups, m) for m in messages])

@@ -1,0 +1,305 @@
+"""Specs (CONTRACT.md §5): validated whole before anything is written, then built as rows.
+
+``validate`` returns a normalised copy or raises ``SpecError`` naming every bad field by its path
+(``tasks[3].kwargs.value``); ``build`` writes the signature tree, members in bulk.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+
+from ..models import CallbackOn, Kind, Priority, Signature
+from ..registry import get_task
+from . import bulk
+from .errors import PayloadTooLarge, SpecError
+
+COMMON = {"kind", "name", "priority", "category", "tags", "kwargs", "on_success", "on_error", "retries",
+          "retry_backoff", "timeout"}
+FIELDS = {
+    Kind.TASK: COMMON | {"task"},
+    Kind.CHAIN: COMMON | {"steps"},
+    Kind.SWARM: COMMON | {"tasks", "max_concurrency", "stop_after_n_failures", "max_tasks", "closed",
+                          "task_on_success", "task_on_error"},
+    Kind.GRAPH: COMMON | {"nodes", "edges"},
+}
+MAX_DEPTH = 20
+MAX_SECONDS = 366 * 86400  # timeouts and retry backoffs; longer ones overflow the timers that apply them
+MAX_JSON_DEPTH = 100  # lists and objects inside each other; deeper input overflows Python's JSON encoder
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value, found without recursing (hostile input nests deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def check_size(value: Any, limit_key: str, what: str) -> None:
+    size = len(json.dumps(value, default=str))
+    limit = settings.ORCHESTRATOR[limit_key]
+    if size > limit:
+        raise PayloadTooLarge(f"{what} is {size} bytes; the limit is {limit}")
+
+
+class _Validator:
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.setdefault(path or "spec", message)
+
+    def spec(self, raw: Any, path: str, depth: int = 0, inherited: dict | None = None) -> dict:
+        if not isinstance(raw, dict):
+            self.error(path, "must be a JSON object")
+            return {}
+        if depth > MAX_DEPTH:
+            self.error(path, f"nesting deeper than {MAX_DEPTH} levels")
+            return {}
+        kind = raw.get("kind", Kind.TASK)
+        if kind not in Kind.values:
+            self.error(_join(path, "kind"), f"unknown kind {kind!r}; use one of {', '.join(Kind.values)}")
+            return {}
+        for key in raw:
+            if key not in FIELDS[kind]:
+                self.error(_join(path, key), f"unknown field for a {kind}")
+        own_kwargs = self.obj(raw.get("kwargs", {}), _join(path, "kwargs"))
+        check_size(own_kwargs, "MAX_KWARGS_BYTES", _join(path, "kwargs"))
+        kwargs = {**(inherited or {}), **own_kwargs}
+        out = {
+            "kind": kind,
+            "name": self.text(raw.get("name", ""), _join(path, "name"), 200),
+            "priority": self.choice(raw.get("priority"), _join(path, "priority")),
+            "category": self.text(raw.get("category", ""), _join(path, "category"), 100),
+            "tags": self.tags(raw.get("tags", []), _join(path, "tags")),
+            "kwargs": kwargs,
+            "on_success": self.specs(raw.get("on_success", []), _join(path, "on_success"), depth),
+            "on_error": self.specs(raw.get("on_error", []), _join(path, "on_error"), depth),
+        }
+        getattr(self, f"{kind}_fields")(raw, path, depth, out)
+        return out
+
+    def task_fields(self, raw: dict, path: str, depth: int, out: dict) -> None:
+        name = raw.get("task")
+        taskdef = get_task(name) if isinstance(name, str) else None
+        if taskdef is None:
+            self.error(_join(path, "task"), "is required" if name is None else f"unknown task {name!r}")
+            return
+        # Shared kwargs of enclosing containers reach the members that accept them.
+        own = raw.get("kwargs") if isinstance(raw.get("kwargs"), dict) else {}
+        out["kwargs"] = {k: v for k, v in out["kwargs"].items() if k in own or taskdef.accepts(k)}
+        for arg, problem in taskdef.check_kwargs(out["kwargs"]).items():
+            self.error(_join(path, f"kwargs.{arg}"), problem)
+        out["task"] = name
+        out["priority"] = out["priority"] or taskdef.priority
+        out["category"] = out["category"] or taskdef.category
+        out["retries"] = self.integer(raw.get("retries", taskdef.retries), _join(path, "retries"), 0, 100)
+        out["retry_backoff"] = self.number(raw.get("retry_backoff", taskdef.retry_backoff), _join(path, "retry_backoff"), 0)
+        timeout = raw.get("timeout", taskdef.timeout)
+        out["timeout"] = None if timeout is None else self.number(timeout, _join(path, "timeout"), 0.001)
+
+    def chain_fields(self, raw: dict, path: str, depth: int, out: dict) -> None:
+        steps = raw.get("steps")
+        if not isinstance(steps, list) or len(steps) < 2:
+            self.error(_join(path, "steps"), "a chain needs a list of at least two steps")
+            return
+        out["steps"] = [self.spec(s, f"{_join(path, 'steps')}[{i}]", depth + 1, out["kwargs"]) for i, s in enumerate(steps)]
+
+    def swarm_fields(self, raw: dict, path: str, depth: int, out: dict) -> None:
+        tasks = raw.get("tasks", [])
+        if not isinstance(tasks, list):
+            self.error(_join(path, "tasks"), "must be a list of specs")
+            tasks = []
+        out["tasks"] = [self.spec(s, f"{_join(path, 'tasks')}[{i}]", depth + 1, out["kwargs"]) for i, s in enumerate(tasks)]
+        out["max_concurrency"] = self.integer(raw.get("max_concurrency", 10), _join(path, "max_concurrency"), 1, 100_000)
+        out["stop_after_n_failures"] = self.optional_int(raw, "stop_after_n_failures", path)
+        out["max_tasks"] = self.optional_int(raw, "max_tasks", path)
+        closed = raw.get("closed", True)
+        if not isinstance(closed, bool):
+            self.error(_join(path, "closed"), "must be true or false")
+        out["closed"] = closed is not False
+        if out["max_tasks"] is not None and len(out["tasks"]) > out["max_tasks"]:
+            self.error(_join(path, "tasks"), f"{len(out['tasks'])} tasks exceed max_tasks={out['max_tasks']}")
+        out["task_on_success"] = self.specs(raw.get("task_on_success", []), _join(path, "task_on_success"), depth)
+        out["task_on_error"] = self.specs(raw.get("task_on_error", []), _join(path, "task_on_error"), depth)
+
+    def graph_fields(self, raw: dict, path: str, depth: int, out: dict) -> None:
+        from .graphs import validate_graph
+
+        validate_graph(self, raw, path, depth, out)
+
+    # Scalars ----------------------------------------------------------------------------------
+
+    def specs(self, raw: Any, path: str, depth: int) -> list[dict]:
+        if isinstance(raw, dict):
+            raw = [raw]
+        if not isinstance(raw, list):
+            self.error(path, "must be a list of specs")
+            return []
+        return [self.spec(s, f"{path}[{i}]", depth + 1) for i, s in enumerate(raw)]
+
+    def obj(self, raw: Any, path: str) -> dict:
+        if not isinstance(raw, dict):
+            self.error(path, "must be a JSON object")
+            return {}
+        return raw
+
+    def text(self, raw: Any, path: str, max_length: int) -> str:
+        if not isinstance(raw, str):
+            self.error(path, "must be a string")
+            return ""
+        if len(raw) > max_length:
+            self.error(path, f"longer than {max_length} characters")
+        return raw[:max_length]
+
+    def choice(self, raw: Any, path: str) -> str | None:
+        if raw is None:
+            return None
+        if raw not in Priority.values:
+            self.error(path, f"must be one of {', '.join(Priority.values)}")
+            return None
+        return raw
+
+    def tags(self, raw: Any, path: str) -> list[str]:
+        if not isinstance(raw, list) or not all(isinstance(t, str) and len(t) <= 50 for t in raw):
+            self.error(path, "must be a list of strings of at most 50 characters")
+            return []
+        return raw
+
+    def integer(self, raw: Any, path: str, minimum: int, maximum: int) -> int:
+        if not isinstance(raw, int) or isinstance(raw, bool) or not minimum <= raw <= maximum:
+            self.error(path, f"must be an integer from {minimum} to {maximum}")
+            return minimum
+        return raw
+
+    def optional_int(self, raw: dict, key: str, path: str) -> int | None:
+        value = raw.get(key)
+        return None if value is None else self.integer(value, _join(path, key), 1, 10_000_000)
+
+    def number(self, raw: Any, path: str, minimum: float) -> float:
+        if not isinstance(raw, (int, float)) or isinstance(raw, bool) or not minimum <= raw <= MAX_SECONDS:
+            self.error(path, f"must be a number from {minimum} to {MAX_SECONDS}")
+            return minimum
+        return float(raw)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def validate(raw: Any, path: str = "", inherited: dict | None = None) -> dict:
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise SpecError({path or "spec": f"lists and objects nest deeper than {MAX_JSON_DEPTH} levels"})
+    check_size(raw, "MAX_SPEC_BYTES", "the spec")
+    validator = _Validator()
+    spec = validator.spec(raw, path, inherited=inherited)
+    if validator.errors:
+        raise SpecError(validator.errors)
+    return spec
+
+
+def validate_many(raws: Any, path: str = "tasks", inherited: dict | None = None) -> tuple[list[dict], dict[int, dict]]:
+    """Each spec of a list on its own: (valid specs with their index, errors by index)."""
+    if not isinstance(raws, list):
+        raise SpecError({path: "must be a list of specs"})
+    if json_depth(raws) > MAX_JSON_DEPTH:
+        raise SpecError({path: f"lists and objects nest deeper than {MAX_JSON_DEPTH} levels"})
+    check_size(raws, "MAX_SPEC_BYTES", path)
+    valid, rejected = [], {}
+    for i, raw in enumerate(raws):
+        validator = _Validator()
+        spec = validator.spec(raw, f"{path}[{i}]", inherited=inherited)
+        if validator.errors:
+            rejected[i] = validator.errors
+        else:
+            spec["_index"] = i
+            valid.append(spec)
+    return valid, rejected
+
+
+# Building -------------------------------------------------------------------------------------
+
+
+def _row(spec: dict, owner, **links) -> Signature:
+    config = {}
+    if spec["kind"] == Kind.SWARM:
+        config = {k: spec[k] for k in ("max_concurrency", "stop_after_n_failures", "max_tasks", "closed",
+                                       "task_on_success", "task_on_error")}
+    elif spec["kind"] == Kind.GRAPH:
+        config = {"edges": spec["edges"]}
+    return Signature(
+        owner=owner,
+        kind=spec["kind"],
+        name=spec["name"],
+        task_name=spec.get("task", ""),
+        kwargs=spec["kwargs"],
+        spec=_public(spec),
+        config=config,
+        priority=spec["priority"] or Priority.MEDIUM,
+        retries=spec.get("retries", 0),
+        retry_backoff=spec.get("retry_backoff", 1.0),
+        timeout=spec.get("timeout"),
+        category=spec["category"],
+        tags=spec["tags"],
+        **links,
+    )
+
+
+def _public(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if not k.startswith("_")}
+
+
+def children_of(spec: dict) -> list[tuple[str, dict]]:
+    """(node key, spec) of a container's members, in order."""
+    if spec["kind"] == Kind.CHAIN:
+        return [("", s) for s in spec["steps"]]
+    if spec["kind"] == Kind.SWARM:
+        return [("", s) for s in spec["tasks"]]
+    if spec["kind"] == Kind.GRAPH:
+        return list(spec["nodes"].items())
+    return []
+
+
+def build(spec: dict, *, owner, idempotency_key: str | None = None) -> Signature:
+    """Write a validated spec's whole tree; returns the top-level signature."""
+    top = _row(spec, owner, idempotency_key=idempotency_key)
+    top.save()
+    _build_below(top, spec, top.pk)
+    return top
+
+
+def _build_below(sig: Signature, spec: dict, root_id: int) -> None:
+    add_members(sig, [(key, s) for key, s in children_of(spec)], root_id=root_id, start=0)
+    callbacks = [(CallbackOn.SUCCESS, s) for s in spec["on_success"]] + [(CallbackOn.ERROR, s) for s in spec["on_error"]]
+    if callbacks:
+        rows = [_row(s, sig.owner, callback_of=sig, callback_on=on, root_id=root_id) for on, s in callbacks]
+        Signature.objects.bulk_create(rows)
+        for row, (_, s) in zip(rows, callbacks):
+            _build_below(row, s, root_id)
+
+
+def add_members(parent: Signature, items: list[tuple[str, dict]], *, root_id: int, start: int,
+                batch_size: int = 1000) -> list[Signature]:
+    """Create members of a container in bulk, then whatever sits below each of them."""
+    rows = [
+        _row(s, parent.owner, parent=parent, position=start + i, node_key=key, root_id=root_id)
+        for i, (key, s) in enumerate(items)
+    ]
+    bulk.insert(rows, batch_size=batch_size)
+    for row, (_, s) in zip(rows, items):
+        if children_of(s) or s["on_success"] or s["on_error"]:
+            _build_below(row, s, root_id)
+    return rows
+
+
+def build_callback(spec: dict, *, of: Signature, on: str, trigger: Signature | None = None) -> Signature:
+    row = _row(spec, of.owner, callback_of=of, callback_on=on, trigger=trigger, root_id=of.root_id_or_self)
+    row.save()
+    _build_below(row, spec, row.root_id)
+    return row

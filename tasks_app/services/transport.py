@@ -1,0 +1,114 @@
+"""Redis transport: RQ jobs, always after the database commit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import django_rq
+from django.conf import settings
+from django.db import transaction
+from rq.job import Job
+
+from ..models import Priority, Run
+
+QUEUE_BY_PRIORITY = {
+    Priority.HIGH: "orchestrator-high",
+    Priority.MEDIUM: "orchestrator-medium",
+    Priority.LOW: "orchestrator-low",
+}
+EXECUTE = "tasks_app.jobs.execute"
+
+
+def queue_names() -> list[str]:
+    return list(settings.ORCHESTRATOR_QUEUES)
+
+
+def get_queue(name: str):
+    return django_rq.get_queue(name, commit_mode="auto")
+
+
+def job_id(run: Run) -> str:
+    return f"orch-{run.signature_id}-{run.number}"
+
+
+def enqueue_run(run: Run, *, delay: float = 0) -> None:
+    """Put the run's job on its priority queue once the surrounding transaction commits."""
+
+    def send() -> None:
+        queue = get_queue(run.queue)
+        options = dict(job_id=job_id(run), job_timeout=-1, result_ttl=60, failure_ttl=3600)
+        args = (run.signature_id, run.number)
+        if delay > 0:
+            queue.enqueue_in(timedelta(seconds=delay), EXECUTE, *args, **options)
+        else:
+            queue.enqueue(EXECUTE, *args, **options)
+
+    transaction.on_commit(send)
+
+
+def enqueue_many(runs: list[Run]) -> None:
+    """Many runs in one Redis round trip per queue (bulk adds, swarm fills)."""
+    if not runs:
+        return
+
+    def send() -> None:
+        by_queue: dict[str, list] = {}
+        for run in runs:
+            by_queue.setdefault(run.queue, []).append(run)
+        for name, group in by_queue.items():
+            queue = get_queue(name)
+            datas = [
+                queue.prepare_data(
+                    EXECUTE, args=(r.signature_id, r.number), job_id=job_id(r), timeout=-1, result_ttl=60, failure_ttl=3600
+                )
+                for r in group
+            ]
+            queue.enqueue_many(datas)
+
+    transaction.on_commit(send)
+
+
+def cancel_job(run: Run) -> None:
+    """Drop a queued job from Redis after commit (a stale one would be ignored at claim anyway)."""
+
+    def send() -> None:
+        try:
+            Job.fetch(job_id(run), connection=django_rq.get_connection(run.queue)).cancel()
+        except Exception:  # the job may be gone already; the claim guard covers it
+            pass
+
+    transaction.on_commit(send)
+
+
+def move_job(run: Run, new_queue: str) -> None:
+    """Move a queued run's job to another priority queue."""
+    old_queue = run.queue
+
+    def send() -> None:
+        connection = django_rq.get_connection(old_queue)
+        get_queue(old_queue).remove(job_id(run))
+        try:
+            job = Job.fetch(job_id(run), connection=connection)
+        except Exception:
+            job = None
+        if job is not None:
+            job.origin = new_queue
+            job.save()
+            get_queue(new_queue).enqueue_job(job)
+        else:
+            get_queue(new_queue).enqueue(EXECUTE, run.signature_id, run.number, job_id=job_id(run), job_timeout=-1)
+
+    transaction.on_commit(send)
+
+
+def enqueue_call(func: str, *args, delay: float = 0, queue: str = "orchestrator-high") -> None:
+    """A service job (timeouts, webhooks) after commit; delayed ones need RQ's scheduler."""
+
+    def send() -> None:
+        q = get_queue(queue)
+        if delay > 0:
+            q.enqueue_in(timedelta(seconds=delay), func, *args, job_timeout=300)
+        else:
+            q.enqueue(func, *args, job_timeout=300)
+
+    transaction.on_commit(send)

@@ -1,0 +1,1 @@
+"""The web UI (HTMX pages): one module per page; HTMX requests get partials of the same templates."""

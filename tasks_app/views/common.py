@@ -1,0 +1,42 @@
+"""What every page shares: who sees which signatures, the actor name, and refusals as messages."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
+
+from ..models import Signature
+from ..services import events
+from ..services.errors import OrchestratorError, SpecError
+
+
+def visible(request: HttpRequest) -> QuerySet[Signature]:
+    """The signatures this person may see and control: their own, or all for staff."""
+    return Signature.objects.visible_to(request.user)
+
+
+def get_signature(request: HttpRequest, pk: int) -> Signature:
+    """The signature, or 404 when it does not exist or belongs to someone else."""
+    return get_object_or_404(visible(request), pk=pk)
+
+
+def actor(request: HttpRequest) -> str:
+    return events.actor_name(request.user)
+
+
+def refusal(exc: OrchestratorError) -> str:
+    """A refused action in words a person reads (never a traceback)."""
+    if isinstance(exc, SpecError):
+        return "; ".join(str(problem) for problem in exc.errors.values())
+    return str(exc)
+
+
+def with_messages(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Append the pending messages to an HTMX partial as an out-of-band swap of the message area."""
+    if messages.get_messages(request):
+        html = render_to_string("base.html#messages", {"oob": True}, request=request)
+        response.content += html.encode()
+    return response
