@@ -1,0 +1,98 @@
+"""Chain hand-off latency: a chain of N no-op steps on one worker.
+
+The latency of a hand-off is the time from step i's end (its Run.finished_at) to step i+1's start
+(its Run.started_at, written by the claim in the next work horse). Target: p50 ≤ 10 ms on
+PostgreSQL. The forking worker (``manage.py worker``) is the product's configuration; the
+SimpleWorker leg (no fork per job) shows the engine's own share. Each hand-off is split using the
+RQ job's timestamps: end of step i → job i+1 enqueued (the rest of step i's transaction, its
+commit, the after-commit hooks before the enqueue), → job i+1 started (the worker finishes step
+i's horse and its remaining hooks, dequeues, forks; RQ stamps started_at inside the horse), →
+claimed (the job module's import in the horse, a new database connection, the claim).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common  # noqa: E402
+
+TARGET_P50_MS = 10.0
+
+
+def submit_chain(n: int, ids: list[int]) -> list[int]:
+    from tasks_app.services import execution
+
+    chain = execution.submit(common.chain_spec(n), owner=common.owner())
+    ids[:] = [chain.pk]
+    return ids
+
+
+def step_runs(chain_id: int) -> list:
+    from tasks_app.models import Run
+
+    return list(Run.objects.filter(signature__parent_id=chain_id).order_by("signature__position", "number"))
+
+
+def handoffs(runs: list, redis) -> dict[str, list[float]]:
+    """Milliseconds of each hand-off, whole and split by the RQ job's enqueued_at and started_at."""
+    from rq.job import Job
+
+    jobs = {j.id: j for j in Job.fetch_many([r.job_id for r in runs], connection=redis) if j is not None}
+    parts: dict[str, list[float]] = {"total": [], "to enqueue": [], "to start": [], "to claim": []}
+    for done, nxt in zip(runs, runs[1:], strict=False):
+        parts["total"].append(_ms(done.finished_at, nxt.started_at))
+        job = jobs.get(nxt.job_id)
+        if job is None or job.enqueued_at is None or job.started_at is None:
+            continue
+        parts["to enqueue"].append(_ms(done.finished_at, job.enqueued_at))
+        parts["to start"].append(_ms(job.enqueued_at, job.started_at))
+        parts["to claim"].append(_ms(job.started_at, nxt.started_at))
+    return parts
+
+
+def _ms(start, end) -> float:
+    return (end - start).total_seconds() * 1000
+
+
+def leg(bench: common.Bench, n: int, workers: int, worker_class: str | None) -> tuple[float, dict[str, list[float]]]:
+    ids: list[int] = []
+    seconds = common.run_orchestrator(bench, lambda: submit_chain(n, ids), workers, worker_class=worker_class)
+    return seconds, handoffs(step_runs(ids[0]), bench.redis())
+
+
+def main() -> None:
+    args = common.parser(__doc__, n=200, workers=1).parse_args()
+    rows, verdicts = [], []
+    with common.session("chain") as bench:
+        for label, worker_class in (("fork (manage.py worker)", None), ("SimpleWorker", common.SIMPLE_WORKER)):
+            seconds, parts = leg(bench, args.n, args.workers, worker_class)
+            for part, values in parts.items():
+                if values:
+                    rows.append(
+                        (
+                            label if part == "total" else "",
+                            part,
+                            len(values),
+                            statistics.median(values),
+                            common.percentile(values, 95),
+                            max(values),
+                        )
+                    )
+            rows.append(("", "chain total s", args.n, seconds, "", ""))
+            p50 = statistics.median(parts["total"])
+            verdicts.append(f"p50 hand-off, {label}: {common.ratio_label(p50, TARGET_P50_MS, at_least=False)} ms")
+        common.table(
+            ["worker", "hand-off part", "count", "p50 ms", "p95 ms", "max ms"],
+            rows,
+            title=f"Chain of {args.n} no-op steps on {args.workers} worker(s)",
+        )
+        for line in verdicts:
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
