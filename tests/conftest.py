@@ -32,6 +32,18 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -
         database.setdefault("TEST", {})["NAME"] = f"test_{database['NAME']}_{os.getpid()}"
 
 
+@pytest.fixture(autouse=True)
+def forget_tree_shapes() -> Iterator[None]:
+    """Most tests' transactions are rolled back, and SQLite then hands their ids out again: the
+    process's cache of which signature sits under which (services.live) must not outlive a test.
+    The service's own care for rollbacks is not enough here: django_capture_on_commit_callbacks
+    runs a test transaction's on-commit callbacks, and the transaction is rolled back afterwards."""
+    yield
+    from tasks_app.services import live
+
+    live._ANCESTORS.clear()
+
+
 def make_user(username: str, **extra):
     return get_user_model().objects.create_user(username, email=f"{username}@example.com", password=PASSWORD, **extra)
 

@@ -40,6 +40,8 @@ _ANCESTORS_MAX = 100_000
 def _ancestors(task_id: int) -> tuple[int, ...]:
     """The ids above a signature (members and callbacks alike); a tree's shape never changes."""
     known = _ANCESTORS.get(task_id)
+    if known is None and connection.in_atomic_block:
+        known = _learned().get(task_id)
     if known is not None:
         return known
     row = Signature.objects.filter(pk=task_id).values_list("parent_id", "callback_of_id").first()
@@ -50,10 +52,36 @@ def _ancestors(task_id: int) -> tuple[int, ...]:
 
 
 def _keep(task_id: int, ancestors: tuple[int, ...]) -> tuple[int, ...]:
+    if connection.in_atomic_block:
+        _learned()[task_id] = ancestors
+    else:
+        _store(task_id, ancestors)
+    return ancestors
+
+
+def _store(task_id: int, ancestors: tuple[int, ...]) -> None:
     if len(_ANCESTORS) >= _ANCESTORS_MAX:
         _ANCESTORS.clear()
     _ANCESTORS[task_id] = ancestors
-    return ancestors
+
+
+class _Learned(dict):
+    """Ancestors read inside a transaction, cached only once it commits: the rows may be its own,
+    and on SQLite a rollback hands their ids out again, to signatures elsewhere in a tree."""
+
+    def commit(self) -> None:
+        for task_id, ancestors in self.items():
+            _store(task_id, ancestors)
+
+
+def _learned() -> _Learned:
+    """This transaction's (or savepoint's) ancestors learned so far."""
+    savepoints = tuple(connection.savepoint_ids)
+    current = getattr(_local, "learned", None)
+    if current is None or current[0] != savepoints or not _registered(current[1]):
+        current = _local.learned = (savepoints, _Learned())
+        transaction.on_commit(current[1].commit)
+    return current[1]
 
 
 def remember(sig: Signature) -> None:
@@ -96,9 +124,9 @@ class _Batch(list):
         _send(list(self))
 
 
-def _registered(batch: _Batch) -> bool:
-    """Whether the batch's callback still waits for a commit (a rollback discards it)."""
-    return any(getattr(callback, "__self__", None) is batch for _, callback, _ in connection.run_on_commit)
+def _registered(owner: _Batch | _Learned) -> bool:
+    """Whether the object's on-commit callback still waits for a commit (a rollback discards it)."""
+    return any(getattr(callback, "__self__", None) is owner for _, callback, _ in connection.run_on_commit)
 
 
 def _send(batch: list) -> None:
