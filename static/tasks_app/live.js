@@ -16,7 +16,8 @@
  *   data-log-tail                      a list that `log` messages are appended to (data-min-level,
  *                                      data-q filter them; data-log-stream picks the stream).
  *
- * While no stream is open, every data-live-on element is refreshed every 10 s instead.
+ * A data-live-on element whose stream is not open is refreshed every 10 s instead; #live-state
+ * says "live" while every stream of the page is open.
  */
 (function () {
   "use strict";
@@ -30,6 +31,7 @@
   const REFUSED = [4401, 4403, 4404];
   const streams = {};
   const timers = new Map();
+  const stale = new Set(); // keys asked to refresh while their request was out
 
   function connect(name, path) {
     let delay = 1000;
@@ -67,14 +69,15 @@
     open();
   }
 
-  function anyOpen() {
-    return Object.values(streams).some(function (s) { return s.open; });
+  function isOpen(name) {
+    return Boolean(streams[name] && streams[name].open);
   }
 
   function showState() {
     const el = document.getElementById("live-state");
     if (!el) return;
-    const live = anyOpen();
+    // Live only when every stream of the page is: the task stream feeds most of a task's page.
+    const live = Object.keys(streams).every(isOpen);
     el.dataset.state = live ? "live" : "offline";
     el.textContent = live ? "● live" : "○ offline";
     el.title = live ? "Live updates are on" : "Live updates are off; the page refreshes every 10 s";
@@ -140,12 +143,34 @@
   function refresh(key) {
     // Look the element up again: an earlier refresh may have replaced it.
     const el = document.getElementById(key) || document.querySelector('[hx-get="' + CSS.escape(key) + '"]');
-    if (el && window.htmx) window.htmx.trigger(el, "live-refresh");
+    if (!el || !window.htmx) return;
+    // Asked again while its request is out: htmx would queue the new request on this element and
+    // drop it once the answer (older than the message) has swapped the element out. Ask afterwards.
+    if (el.classList.contains("htmx-request")) {
+      stale.add(key);
+      return;
+    }
+    window.htmx.trigger(el, "live-refresh");
   }
 
-  function refreshAll() {
+  function refreshStale() {
+    const keys = Array.from(stale);
+    stale.clear();
+    keys.forEach(refresh);
+  }
+
+  // After the settle: a swapped-in element listens for live-refresh only from then on.
+  document.addEventListener("htmx:afterSettle", refreshStale);
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (!event.detail.successful) refreshStale(); // nothing swapped, nothing to settle
+  });
+
+  // Without its stream (closed, or not opened yet) an element is refreshed on the poll instead.
+  function refreshUnstreamed() {
     document.querySelectorAll("[data-live-on]").forEach(function (el) {
-      if (window.htmx && el.getAttribute("hx-get")) window.htmx.trigger(el, "live-refresh");
+      const name = el.dataset.liveStream;
+      const streamed = name ? isOpen(name) : Object.keys(streams).some(isOpen);
+      if (!streamed && window.htmx && el.getAttribute("hx-get")) window.htmx.trigger(el, "live-refresh");
     });
   }
 
@@ -215,9 +240,7 @@
     if (body.dataset.wsTask) connect("task", body.dataset.wsTask);
     if (!body.dataset.wsUser && !body.dataset.wsTask) return;
     showState();
-    setInterval(function () {
-      if (!anyOpen()) refreshAll();
-    }, POLL_MS);
+    setInterval(refreshUnstreamed, POLL_MS);
   }
 
   window.Live = { connect: connect, dispatch: dispatch, streams: streams };

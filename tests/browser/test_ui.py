@@ -81,6 +81,41 @@ def test_interrupt_a_sleeping_task(owner_page, owner, workers):
     workers.drain(lambda: Run.objects.filter(signature=sig, status=RunStatus.INTERRUPTED).exists())
 
 
+def test_a_status_change_during_a_slow_header_refresh_is_not_lost(owner_page, owner):
+    """The header's partial is re-fetched on each status message; when the next message comes while
+    that answer is still on its way, the older answer must not be the last word."""
+    page = owner_page
+    sig = off_the_loop(execution.submit, {"task": "examples.noop"}, owner=owner, run=False)
+    page.goto(f"/tasks/{sig.pk}/")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+    expect(status_badge(page, sig)).to_contain_text("pending")
+
+    def set_status(status: str) -> None:
+        Signature.objects.filter(pk=sig.pk).update(status=status)
+        live.publish(sig, "status", status=status)
+
+    landed = []
+
+    def slow_first_answer(route):
+        if landed:
+            route.continue_()
+            return
+        answer = route.fetch()  # the header as it is now: running
+        off_the_loop(set_status, Status.COMPLETED)
+        page.wait_for_timeout(1500)  # meanwhile the header's 500 ms throttle asks again
+        route.fulfill(response=answer)
+        landed.append(answer.status)
+
+    page.route(re.compile(rf"/tasks/{sig.pk}/\?partial=header$"), slow_first_answer)
+    off_the_loop(set_status, Status.RUNNING)
+    for _ in range(300):
+        if landed:
+            break
+        page.wait_for_timeout(100)
+    assert landed == [200]
+    expect(status_badge(page, sig)).to_contain_text("completed")
+
+
 def test_cancel_asks_for_confirmation_in_a_dialog(owner_page, owner):
     page = owner_page
     sig = execution.submit({"task": "examples.echo", "name": "throwaway"}, owner=owner, run=False)
