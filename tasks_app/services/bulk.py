@@ -44,20 +44,40 @@ def insert(objs: Sequence[Model], *, batch_size: int = 1000) -> None:
     tail = f" RETURNING {qn(meta.pk.column)}"
     with connection.cursor() as cursor:
         for start, end, sql, params in _statements(connection, head, tail, fields, columns, batch_size):
-            cursor.execute(sql, params)
-            for obj, (pk,) in zip(objs[start:end], cursor.fetchall(), strict=True):
+            for obj, (pk,) in zip(objs[start:end], _run(cursor, sql, params), strict=True):
                 obj.pk = pk
                 obj._state.adding = False
                 obj._state.db = connection.alias
+
+
+def _run(cursor, sql: str, params: list) -> list:
+    """Execute and fetch. On PostgreSQL the arrays are bound on the server, in binary: Django's
+    client-side binding cursor quotes every array element in Python with regular expressions (a
+    third of a 10,000-row add). Django's execute wrappers and query log still see the statement."""
+    if cursor.db.vendor != "postgresql":
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    import psycopg
+
+    def binary(sql, params, many, context):
+        with psycopg.Cursor(cursor.db.connection) as server_side:
+            server_side.execute(sql, params)
+            return server_side.fetchall()
+
+    if not hasattr(cursor, "debug_sql"):
+        return cursor._execute_with_wrappers(sql, params, many=False, executor=binary)
+    with cursor.debug_sql(sql, params):  # DEBUG, or a test capturing queries: logged as Django would
+        return cursor._execute_with_wrappers(sql, params, many=False, executor=binary)
 
 
 def _statements(connection, head: str, tail: str, fields: list, columns: list[list], batch_size: int):
     """(first row, end row, SQL, parameters) of each INSERT statement."""
     count = len(columns[0])
     if connection.vendor == "postgresql":
-        # One array per column, as Django's bulk_create does there: a short statement to plan.
+        # One array per column, as Django's bulk_create does there: a short statement to plan; %b
+        # sends each array in binary (see _run).
         types = [field.db_type(connection).split("(")[0] for field in fields]
-        sql = head + "SELECT * FROM UNNEST(" + ", ".join(f"(%s)::{t}[]" for t in types) + ")" + tail
+        sql = head + "SELECT * FROM UNNEST(" + ", ".join(f"(%b)::{t}[]" for t in types) + ")" + tail
         for start in range(0, count, batch_size):
             yield start, start + batch_size, sql, [column[start:start + batch_size] for column in columns]
         return
