@@ -100,7 +100,7 @@ def test_an_unreachable_redis_is_reported_not_fatal(monkeypatch):
     def unreachable(name: str):
         raise RedisConnectionError("connection refused")
 
-    monkeypatch.setattr(prometheus.django_rq, "get_queue", unreachable)
+    monkeypatch.setattr(prometheus.transport, "get_queue", unreachable)
     found = scrape(Authorization=f"Bearer {TOKEN}")
     assert found[("orchestrator_redis_up", frozenset())] == 0
     assert not any(name == "orchestrator_queue_jobs" for name, _ in found)

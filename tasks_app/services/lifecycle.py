@@ -6,7 +6,6 @@ updates; jobs are dropped and work horses stopped after commit.
 
 from __future__ import annotations
 
-import django_rq
 from django.db import transaction
 from django.utils import timezone
 from rq.command import send_stop_job_command
@@ -146,7 +145,7 @@ def stop_horse(run: Run) -> None:
 
     def send() -> None:
         try:
-            send_stop_job_command(django_rq.get_connection(run.queue), transport.job_id(run))
+            send_stop_job_command(transport.connection(run.queue), transport.job_id(run))
         except Exception:  # the job already ended or its worker is gone; the run guard drops its result
             pass
 

@@ -19,6 +19,7 @@ from channels_redis.utils import decode_hosts
 from django.db import connection, transaction
 
 from ..models import Signature
+from . import transport
 
 log = logging.getLogger(__name__)
 _local = threading.local()
@@ -176,7 +177,10 @@ class _Publisher:
         self.layer = layer
         self.prefix = layer._kwargs.get("prefix", "asgi")
         address = decode_hosts(layer._kwargs.get("hosts"))[0]["address"]
-        self.redis = redis.Redis.from_url(address, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+        self.redis = redis.Redis.from_url(
+            address, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30,
+            driver_info=transport.DRIVER_INFO,
+        )
 
     def publish(self, batch: list) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
 
-import django_rq
 from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
@@ -22,6 +21,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from ..models import Kind, Run, RunStatus, Signature, Status, WorkerProcess
+from . import transport
 from .metrics import percentile
 
 QUANTILES = (50, 95, 99)
@@ -55,7 +55,7 @@ def queues() -> Iterator[GaugeMetricFamily]:
     depth = GaugeMetricFamily("orchestrator_queue_jobs", "Jobs waiting in each RQ queue.", labels=["queue"])
     try:
         for name in settings.ORCHESTRATOR_QUEUES:
-            depth.add_metric([name], django_rq.get_queue(name).count)
+            depth.add_metric([name], transport.get_queue(name).count)
     except RedisError:
         yield GaugeMetricFamily("orchestrator_redis_up", "1 when Redis answered this scrape.", value=0)
         return

@@ -14,7 +14,6 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-import django_rq
 import redis
 from django.conf import settings
 from django.db import transaction
@@ -121,7 +120,7 @@ REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 def _job(run: Run) -> Job | None:
     try:
-        return Job.fetch(transport.job_id(run), connection=django_rq.get_connection(run.queue))
+        return Job.fetch(transport.job_id(run), connection=transport.connection(run.queue))
     except NoSuchJobError:
         return None
 

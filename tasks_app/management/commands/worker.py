@@ -5,7 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
-from django_rq.workers import get_worker
+from django_rq.jobs import get_job_class
+from django_rq.workers import get_exception_handlers, get_worker_class
+
+from tasks_app.services import transport
 
 
 class Command(BaseCommand):
@@ -23,7 +26,18 @@ class Command(BaseCommand):
         if not options["no_reconcile"]:
             self.reconcile()
         connections.close_all()
-        worker = get_worker(*queues, name=options["name"], worker_ttl=30, job_monitoring_interval=5)
+        # As django_rq's get_worker, on the process's shared Redis client (transport.connection).
+        rq_queues = [transport.get_queue(name) for name in queues]
+        worker = get_worker_class()(
+            rq_queues,
+            connection=rq_queues[0].connection,
+            exception_handlers=get_exception_handlers() or None,
+            job_class=get_job_class(),
+            queue_class=type(rq_queues[0]),
+            name=options["name"],
+            worker_ttl=30,
+            job_monitoring_interval=5,
+        )
         worker.work(burst=options["burst"], with_scheduler=options["with_scheduler"], logging_level="WARNING")
 
     def reconcile(self) -> None:
