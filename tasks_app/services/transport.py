@@ -35,16 +35,17 @@ def connection(queue: str) -> redis.Redis:
     """The process's Redis client for a queue: one connection pool per URL, kept for the process.
 
     django_rq builds a new client, so a new connection, per call: a work horse opened one for RQ's
-    bookkeeping, one per enqueue and one for live messages. The worker, its horses and every enqueue
-    now share one pool (redis-py gives a forked child fresh connections in the same pool).
+    bookkeeping and one more per enqueue. The worker, its horses and every enqueue now share one
+    pool (redis-py gives a forked child fresh connections in the same pool).
     """
     config = settings.RQ_QUEUES[queue]
     url = config.get("URL")
     if url is None or config.get("SSL"):
         return django_rq.get_connection(queue)
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url, driver_info=DRIVER_INFO)
-    return _clients[url]
+    key = f"{url}#{config.get('DB')}"
+    if key not in _clients:
+        _clients[key] = redis.Redis.from_url(url, db=config.get("DB"), driver_info=DRIVER_INFO)
+    return _clients[key]
 
 
 def get_queue(name: str):
