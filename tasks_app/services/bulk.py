@@ -9,6 +9,7 @@ rows go as one array per column (``UNNEST``), as Django's own PostgreSQL bulk in
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import sqlite3
@@ -64,9 +65,9 @@ def _run(cursor, sql: str, params: list) -> list:
             server_side.execute(sql, params)
             return server_side.fetchall()
 
-    if not hasattr(cursor, "debug_sql"):
-        return cursor._execute_with_wrappers(sql, params, many=False, executor=binary)
-    with cursor.debug_sql(sql, params):  # DEBUG, or a test capturing queries: logged as Django would
+    # With DEBUG on, or a test capturing queries, Django's debug cursor logs it as it would its own.
+    logged = cursor.debug_sql(sql, params) if hasattr(cursor, "debug_sql") else contextlib.nullcontext()
+    with logged:
         return cursor._execute_with_wrappers(sql, params, many=False, executor=binary)
 
 
