@@ -2,6 +2,10 @@
 
 The parent closes its database connections before each fork so the work horse opens its own (a
 shared socket would corrupt both), and records a heartbeat row the reconciler reads.
+
+A work horse that ran a task keeps going with the task jobs at the head of its queues
+(:class:`FollowUps`), so a swarm or a chain does not pay a fork, a new database connection and
+RQ's bookkeeping for every member.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ import time
 import redis
 from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
+from django.conf import settings
 from rq import Worker
+from rq.command import parse_payload
+from rq.job import Job, JobStatus
+from rq.utils import now, utcformat
 
 from .models import WorkerProcess
 
@@ -52,6 +60,37 @@ class OrchestratorWorker(Worker):
         finally:
             gc.unfreeze()
 
+    def perform_job(self, job, queue, execution):
+        """In the horse: the job, then (for a task job) the task jobs that wait behind it."""
+        done = super().perform_job(job, queue, execution)
+        if done and job.id.startswith(FollowUps.PREFIX) and settings.ORCHESTRATOR["HORSE_SECONDS"] > 0:
+            FollowUps(self).run()
+        return done
+
+    def execute_job(self, job, queue):
+        """As RQ's, but a Redis outage while the horse runs is waited out instead of ending the worker."""
+        try:
+            super().execute_job(job, queue)
+        except REDIS_DOWN as exc:
+            log.warning("worker %s: Redis unreachable at the end of job %s: %s", self.name, job.id, exc)
+            while self._horse_pid and not self._horse_ended():
+                self.beat()
+                time.sleep(1)
+            self._horse_pid = 0
+        try:
+            FollowUps(self).fail_cut_off()
+        except REDIS_DOWN as exc:
+            log.warning("worker %s: Redis unreachable after job %s: %s", self.name, job.id, exc)
+
+    def handle_payload(self, message):
+        """A stop command for the follow-up job the horse is running kills the horse, as for its first job."""
+        payload = parse_payload(message)
+        if payload.get("command") == "stop-job" and payload.get("job_id") == FollowUps(self).current():
+            log.info("worker %s: stopping follow-up job %s", self.name, payload["job_id"])
+            self.kill_horse()
+            return
+        super().handle_payload(message)
+
     def heartbeat(self, timeout=None, pipeline=None):
         try:
             super().heartbeat(timeout=timeout, pipeline=pipeline)
@@ -65,17 +104,6 @@ class OrchestratorWorker(Worker):
         except REDIS_DOWN as exc:
             log.warning("worker %s: Redis unreachable while job %s runs: %s", self.name, job.id, exc)
             self.beat()
-
-    def execute_job(self, job, queue):
-        """As RQ's, but a Redis outage while the horse runs is waited out instead of ending the worker."""
-        try:
-            super().execute_job(job, queue)
-        except REDIS_DOWN as exc:
-            log.warning("worker %s: Redis unreachable at the end of job %s: %s", self.name, job.id, exc)
-            while self._horse_pid and not self._horse_ended():
-                self.beat()
-                time.sleep(1)
-            self._horse_pid = 0
 
     def check_for_suspension(self, burst):
         while True:
@@ -142,3 +170,80 @@ class OrchestratorWorker(Worker):
             super().unsubscribe()
         except REDIS_DOWN as exc:
             log.warning("worker %s: unsubscribe failed, Redis unreachable: %s", self.name, exc)
+
+
+# Take the job at the head of the first non-empty queue if it is a task job; mark it started by this
+# worker and remember it as the horse's current follow-up. KEYS: the marker, then the queues in the
+# order the worker reads them. ARGV: worker name, started_at, marker TTL.
+POP_FOLLOW_UP = """
+for i = 2, #KEYS do
+  local id = redis.call('LINDEX', KEYS[i], 0)
+  if id then
+    if string.sub(id, 1, 5) ~= 'orch-' then return false end
+    redis.call('LPOP', KEYS[i])
+    redis.call('HSET', 'rq:job:' .. id, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2])
+    redis.call('SET', KEYS[1], id, 'EX', ARGV[3])
+    return id
+  end
+end
+return false
+"""
+
+
+class FollowUps:
+    """Task jobs a work horse runs after its own, without going back to its worker.
+
+    The horse takes the head of its queues, in the worker's order, while it is a task job (the
+    first other job ends the batch, for the worker to run) and for at most
+    ``ORCHESTRATOR["HORSE_SECONDS"]`` from the horse's start. Each job is marked ``started`` by
+    this worker and named in a marker key while it runs, so a stop command for it kills the horse
+    (:meth:`OrchestratorWorker.handle_payload`), and a horse that dies in the middle leaves its
+    job ``failed`` (:meth:`fail_cut_off`), which the reconciler reads as it reads any ended job.
+    A finished follow-up keeps its job for a minute, as RQ keeps a finished job's result.
+    """
+
+    PREFIX = "orch-"  # transport.job_id(): the jobs of runs
+    RESULT_TTL = 60
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+        self.connection = worker.connection
+        self.marker = f"orchestrator:follow-up:{worker.name}"
+
+    def current(self) -> str | None:
+        value = self.connection.get(self.marker)
+        return value.decode() if value else None
+
+    def run(self) -> None:
+        from .jobs import execute
+
+        deadline = time.monotonic() + settings.ORCHESTRATOR["HORSE_SECONDS"]
+        pop = self.connection.register_script(POP_FOLLOW_UP)
+        keys = [self.marker] + [q.key for q in self.worker.queues]
+        while time.monotonic() < deadline:
+            job_id = pop(keys=keys, args=[self.worker.name, utcformat(now()), 86400])
+            if not job_id:
+                return
+            job_id = job_id.decode()
+            _, signature_id, number = job_id.rsplit("-", 2)
+            try:
+                execute(int(signature_id), int(number))
+            except Exception:  # as RQ does for a job: logged, marked failed; the reconciler resumes its run
+                log.exception("worker %s: follow-up job %s failed", self.worker.name, job_id)
+                self.end(job_id, JobStatus.FAILED)
+                return
+            self.end(job_id, JobStatus.FINISHED)
+
+    def end(self, job_id: str, status: JobStatus) -> None:
+        with self.connection.pipeline() as pipe:
+            pipe.hset(Job.key_for(job_id), mapping={"status": status.value, "ended_at": utcformat(now())})
+            pipe.expire(Job.key_for(job_id), self.RESULT_TTL if status == JobStatus.FINISHED else 3600)
+            pipe.delete(self.marker)
+            pipe.execute()
+
+    def fail_cut_off(self) -> None:
+        """In the worker, after its horse: a follow-up the horse did not end (it died or was stopped)."""
+        job_id = self.current()
+        if job_id:
+            log.warning("worker %s: work horse ended during follow-up job %s", self.worker.name, job_id)
+            self.end(job_id, JobStatus.FAILED)
