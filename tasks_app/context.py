@@ -6,6 +6,7 @@ from outside takes effect (``PauseRequested`` ends the run, its state kept for r
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import contextmanager
@@ -69,11 +70,15 @@ class TaskContext:
         self.log = logger or logging.getLogger(f"tasks.{signature.task_name}")
         self.checkpoint_data: Any = signature.checkpoint
         self._percent = 0.0 if run.attempt > 1 or signature.progress >= 100 else signature.progress
-        self._steps: list[Step] = list(signature.steps.all())
         self._last_write = 0.0
         self._last_control = 0.0
         self._dirty = False
         self._eta: int | None = None
+
+    @functools.cached_property
+    def _steps(self) -> list[Step]:
+        """Read when the task first reports progress: a task that never does costs no query."""
+        return list(self.signature.steps.all())
 
     @property
     def attempt(self) -> int:

@@ -96,6 +96,11 @@ class SignatureQuerySet(models.QuerySet):
     def tree(self, root_id: int) -> SignatureQuerySet:
         return self.filter(Q(pk=root_id) | Q(root_id=root_id))
 
+    def locked(self) -> SignatureQuerySet:
+        """Rows locked for a transition, without ``spec``: a container's holds every member's spec
+        (200 KB for a swarm of 1,000), which nothing on a member's way needs."""
+        return self.select_for_update().defer("spec")
+
 
 class Signature(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signatures")
@@ -112,6 +117,17 @@ class Signature(models.Model):
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.MEDIUM)
+    # 0 high, 1 medium, 2 low, kept by the database: a swarm's next members are the first entries of
+    # its (parent, status, priority_rank, position) index, where ordering by a CASE sorted every
+    # pending member at each member's end.
+    priority_rank = models.GeneratedField(
+        expression=models.Case(
+            *[models.When(priority=p, then=models.Value(rank)) for p, rank in PRIORITY_RANK.items()],
+            default=models.Value(PRIORITY_RANK[Priority.MEDIUM]),
+        ),
+        output_field=models.PositiveSmallIntegerField(),
+        db_persist=True,
+    )
     retries = models.PositiveIntegerField(default=0)
     retry_backoff = models.FloatField(default=1.0)
     timeout = models.FloatField(null=True, blank=True)
@@ -148,7 +164,7 @@ class Signature(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["parent", "status", "position"]),
+            models.Index(fields=["parent", "status", "priority_rank", "position"], name="sig_members_due_idx"),
             models.Index(fields=["status", "updated_at"]),
             # The pages at 100,000 signatures (bench/pages.py). The task list and the dashboard read a
             # person's top-level signatures: these partial indexes hold only those rows, with the trash

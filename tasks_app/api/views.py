@@ -30,7 +30,6 @@ from ..services import approvals, deletion, events, execution, lifecycle, metric
 from ..services import logs as task_logs
 from ..services import progress as task_progress
 from ..services.conditions import TEMPLATES
-from ..services.swarms import PRIORITY_ORDER
 from . import schema
 from .content import CSVRenderer, FormatNegotiation, JSONBodyParser, TextRenderer
 from .errors import InvalidInput
@@ -108,7 +107,6 @@ class TaskViewSet(ApiView, viewsets.GenericViewSet):
         members = Signature.objects.filter(parent=OuterRef("pk")).order_by().values("parent").annotate(n=Count("pk"))
         return queryset.annotate(
             members_count=Coalesce(Subquery(members.values("n"), output_field=IntegerField()), 0),
-            priority_rank=PRIORITY_ORDER,
         )
 
     def get_serializer_class(self) -> type:

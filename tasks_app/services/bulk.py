@@ -33,7 +33,7 @@ def insert(objs: Sequence[Model], *, batch_size: int = 1000) -> None:
     if not connection.features.can_return_rows_from_bulk_insert:
         model.objects.bulk_create(objs, batch_size=batch_size)
         return
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    fields = [f for f in meta.concrete_fields if not f.primary_key and not f.generated]
     now = timezone.now()
     for field in fields:
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):

@@ -97,12 +97,15 @@ def queue_run(sig: Signature, *, allowed, attempt: int, delay: float = 0, actor:
               event: str = "queued") -> Run | None:
     """Move a task signature to queued with a new Run whose job is enqueued after commit."""
     now = timezone.now()
-    if not Signature.objects.filter(pk=sig.pk, status__in=allowed).update(
-        status=Status.QUEUED, attempts=attempt, updated_at=now
-    ):
+    guarded = Signature.objects.filter(pk=sig.pk, status__in=allowed)
+    # A signature queued before has attempts >= 1 for good: one still at 0 has no run yet, which
+    # the guard confirms for a loaded row that might be stale.
+    first = sig.attempts == 0 and guarded.filter(attempts=0).update(status=Status.QUEUED, attempts=attempt,
+                                                                     updated_at=now)
+    if not first and not guarded.update(status=Status.QUEUED, attempts=attempt, updated_at=now):
         return None
-    sig.status = Status.QUEUED
-    number = (sig.runs.aggregate(n=Max("number"))["n"] or 0) + 1
+    sig.status, sig.attempts = Status.QUEUED, attempt
+    number = 1 if first else (sig.runs.aggregate(n=Max("number"))["n"] or 0) + 1
     run = Run.objects.create(
         signature=sig,
         number=number,
@@ -263,7 +266,7 @@ def lock_parent(sig: Signature) -> Signature | None:
     """Lock the container first, always, so member ends and container actions take locks in one order."""
     if sig.parent_id is None:
         return None
-    container = Signature.objects.select_for_update().filter(pk=sig.parent_id).first()
+    container = Signature.objects.locked().filter(pk=sig.parent_id).first()
     if container is None:  # cancelled meanwhile: the run row went too, and the caller drops the result
         return None
     sig._locked_container = container  # containers.member_finished uses it in this transaction
@@ -305,6 +308,8 @@ def fire_callbacks(sig: Signature) -> None:
         fire, skip, inbound = CallbackOn.SUCCESS, CallbackOn.ERROR, {"input": sig.result}
     else:
         fire, skip, inbound = CallbackOn.ERROR, CallbackOn.SUCCESS, {"error": sig.error}
+    if not _may_have_callbacks(sig):
+        return
     pending = list(sig.callbacks.filter(status=Status.PENDING))
     if not pending:
         return
@@ -318,6 +323,14 @@ def fire_callbacks(sig: Signature) -> None:
                                                                                   inbound=inbound)
         else:
             start(callback, inbound=inbound)
+
+
+def _may_have_callbacks(sig: Signature) -> bool:
+    """A signature's own callbacks come from its spec's on_success and on_error, written with it:
+    a loaded spec without them saves the query (a container's spec is usually not loaded)."""
+    if "spec" in sig.get_deferred_fields() or not sig.spec:
+        return True
+    return bool(sig.spec.get("on_success") or sig.spec.get("on_error"))
 
 
 def _in_paused_container(sig: Signature) -> bool:

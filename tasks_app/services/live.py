@@ -45,7 +45,7 @@ def _ancestors(task_id: int) -> tuple[int, ...]:
         known = _learned().get(task_id)
     if known is not None:
         return known
-    row = Signature.objects.filter(pk=task_id).values_list("parent_id", "callback_of_id").first()
+    row = Signature.objects.filter(pk=task_id).order_by().values_list("parent_id", "callback_of_id").first()
     if row is None:
         return ()
     up = row[0] or row[1]
@@ -85,18 +85,27 @@ def _learned() -> _Learned:
     return current[1]
 
 
-def remember(sig: Signature) -> None:
-    """Learn a loaded signature's ancestors without a query where its row says them: at the top,
-    or right under the top (a work horse starts with an empty cache, so this saves its lookups)."""
+def _said_by_row(sig: Signature) -> tuple[int, ...] | None:
+    """A loaded signature's ancestors where its row says them: none at the top, the root alone
+    right under it (the root is the top of its tree); None deeper down."""
     up = sig.parent_id or sig.callback_of_id
     if up is None:
-        _keep(sig.pk, ())
-    elif up == sig.root_id:  # the root is the top of its tree: nothing above it
-        _keep(sig.pk, (up,))
+        return ()
+    return (up,) if up == sig.root_id else None
 
 
-def groups_for(sig: Signature) -> list[str]:
-    return [task_group(sig.pk), *(task_group(i) for i in _ancestors(sig.pk)), user_group(sig.owner_id)]
+def remember(sig: Signature) -> None:
+    """Learn a loaded signature's ancestors without a query where its row says them (a work horse
+    starts with an empty cache, so this saves its lookups)."""
+    known = _said_by_row(sig)
+    if known is not None:
+        _keep(sig.pk, known)
+
+
+def groups_for(sig: Signature, ancestors: tuple[int, ...] | None = None) -> list[str]:
+    if ancestors is None:
+        ancestors = _ancestors(sig.pk)
+    return [task_group(sig.pk), *(task_group(i) for i in ancestors), user_group(sig.owner_id)]
 
 
 def publish(sig: Signature, type: str, **fields) -> None:
@@ -210,7 +219,7 @@ def _publisher(layer) -> _Publisher | None:
 
 def touched(sig: Signature, event_type: str) -> None:
     """A transition happened: send the status as committed (and the end, once, with its result)."""
-    _queue([], {"touch": sig.pk, "owner": sig.owner_id, "event": event_type})
+    _queue([], {"touch": sig.pk, "owner": sig.owner_id, "event": event_type, "up": _said_by_row(sig)})
 
 
 def _resolve_touches(batch: list) -> list:
@@ -218,7 +227,7 @@ def _resolve_touches(batch: list) -> list:
     if not ids:
         return batch
     rows = {pk: (status, result, error) for pk, status, result, error in
-            Signature.objects.filter(pk__in=ids).values_list("pk", "status", "result", "error")}
+            Signature.objects.filter(pk__in=ids).order_by().values_list("pk", "status", "result", "error")}
     resolved = []
     for groups, message in batch:
         if "touch" not in message:
@@ -228,7 +237,7 @@ def _resolve_touches(batch: list) -> list:
             continue
         sig = Signature(pk=message["touch"], owner_id=message["owner"])
         status, result, error = rows[sig.pk]
-        groups = groups_for(sig)
+        groups = groups_for(sig, message["up"])
         resolved.append((groups, {"type": "status", "task_id": sig.pk, "status": status, "event": message["event"]}))
         if message["event"] == "completed":
             resolved.append((groups, {"type": "task_complete", "task_id": sig.pk, "result": result}))

@@ -109,7 +109,7 @@ def _advance(container: Signature) -> None:
     from . import containers
 
     with transaction.atomic():
-        container = Signature.objects.select_for_update().get(pk=container.pk)
+        container = Signature.objects.locked().get(pk=container.pk)
         containers.advance(container)
 
 

@@ -10,21 +10,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Case, Count, IntegerField, Value, When
+from django.db.models import Count
 from django.utils import timezone
 
-from ..models import PRIORITY_RANK, CallbackOn, Signature, Status
+from ..models import CallbackOn, Signature, Status
 from . import events, execution, specs
 from .errors import InvalidTransition, SpecError
 
 # Members holding a slot: a paused or waiting member keeps its place so the limit holds on resume.
 HOLDING = (Status.QUEUED, Status.RUNNING, Status.WAITING_APPROVAL, Status.PAUSED)
 FINISHED = (Status.COMPLETED, Status.FAILED, Status.SKIPPED)
-PRIORITY_ORDER = Case(
-    *[When(priority=p, then=Value(rank)) for p, rank in PRIORITY_RANK.items()],
-    default=Value(1),
-    output_field=IntegerField(),
-)
 
 
 def _counts(swarm: Signature) -> dict[str, int]:
@@ -42,7 +37,7 @@ def advance(swarm: Signature, stats: dict | None = None) -> None:
     holding = sum(counts.get(s, 0) for s in HOLDING)
     pending = counts.get(Status.PENDING, 0)
     if not config.get("stopped") and pending and holding < config["max_concurrency"]:
-        due = swarm.members.filter(status=Status.PENDING).order_by(PRIORITY_ORDER, "position")
+        due = swarm.members.filter(status=Status.PENDING).order_by("priority_rank", "position")
         for member in due[: config["max_concurrency"] - holding]:
             execution.start(member, inbound=swarm.inbound or None)
         return
@@ -107,7 +102,7 @@ def add_tasks(swarm: Signature, raw_specs: list, *, run: bool = True, atomic: bo
     if atomic and rejected:
         raise SpecError({path: problem for errors in rejected.values() for path, problem in errors.items()})
     with transaction.atomic():
-        swarm = Signature.objects.select_for_update().get(pk=swarm.pk)
+        swarm = Signature.objects.locked().get(pk=swarm.pk)
         _check_open(swarm)
         position = swarm.members.count()
         max_tasks = swarm.config.get("max_tasks")
@@ -135,7 +130,7 @@ def add_tasks(swarm: Signature, raw_specs: list, *, run: bool = True, atomic: bo
 def close(swarm: Signature, *, actor: str = "system") -> Signature:
     """No more members; the swarm completes when the ones it has are done."""
     with transaction.atomic():
-        swarm = Signature.objects.select_for_update().get(pk=swarm.pk)
+        swarm = Signature.objects.locked().get(pk=swarm.pk)
         _check_open(swarm)
         _set_closed(swarm)
         events.record(swarm, "closed", actor=actor)
