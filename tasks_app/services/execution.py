@@ -75,16 +75,16 @@ def submit(raw_spec: Any, *, owner, run: bool = True, idempotency_key: str | Non
 
 def start(sig: Signature, *, inbound: dict | None = None, actor: str = "system") -> bool:
     """pending → queued (a task) or running (a container). False when it was not pending."""
-    if inbound is not None:
-        Signature.objects.filter(pk=sig.pk).update(inbound=inbound)
-        sig.inbound = inbound
+    received = {} if inbound is None else {"inbound": inbound}
     if sig.kind == Kind.TASK:
-        return queue_run(sig, allowed=[Status.PENDING], attempt=1, actor=actor) is not None
+        return queue_run(sig, allowed=[Status.PENDING], attempt=1, actor=actor, **received) is not None
     now = timezone.now()
     if not Signature.objects.filter(pk=sig.pk, status=Status.PENDING).update(
-        status=Status.RUNNING, started_at=now, updated_at=now
+        status=Status.RUNNING, started_at=now, updated_at=now, **received
     ):
         return False
+    if inbound is not None:
+        sig.inbound = inbound
     sig.status = Status.RUNNING
     events.record(sig, "started", actor=actor)
     from . import containers
@@ -94,17 +94,20 @@ def start(sig: Signature, *, inbound: dict | None = None, actor: str = "system")
 
 
 def queue_run(sig: Signature, *, allowed, attempt: int, delay: float = 0, actor: str = "system",
-              event: str = "queued") -> Run | None:
-    """Move a task signature to queued with a new Run whose job is enqueued after commit."""
+              event: str = "queued", **changes) -> Run | None:
+    """Move a task signature to queued with a new Run whose job is enqueued after commit.
+
+    ``changes``: more fields of the signature to write with the status (``inbound`` when fired)."""
     now = timezone.now()
+    changes.update(status=Status.QUEUED, attempts=attempt, updated_at=now)
     guarded = Signature.objects.filter(pk=sig.pk, status__in=allowed)
     # A signature queued before has attempts >= 1 for good: one still at 0 has no run yet, which
     # the guard confirms for a loaded row that might be stale.
-    first = sig.attempts == 0 and guarded.filter(attempts=0).update(status=Status.QUEUED, attempts=attempt,
-                                                                     updated_at=now)
-    if not first and not guarded.update(status=Status.QUEUED, attempts=attempt, updated_at=now):
+    first = sig.attempts == 0 and guarded.filter(attempts=0).update(**changes)
+    if not first and not guarded.update(**changes):
         return None
-    sig.status, sig.attempts = Status.QUEUED, attempt
+    for field, value in changes.items():
+        setattr(sig, field, value)
     number = 1 if first else (sig.runs.aggregate(n=Max("number"))["n"] or 0) + 1
     run = Run.objects.create(
         signature=sig,
