@@ -32,6 +32,10 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
 def embedded_redis_url() -> str:
     """The URL the running embedded Redis wrote under var/, so every process finds it."""
     path = VAR_DIR / "redis.url"
@@ -219,7 +223,8 @@ ORCHESTRATOR = {
     "AUTO_RESUME_STAGGER": 0.0,  # seconds between two re-enqueues of one pass
     "HEARTBEAT_TIMEOUT": env_int("ORCHESTRATOR_HEARTBEAT_TIMEOUT", 60),
     "PROGRESS_WRITE_INTERVAL": 0.25,  # seconds between two progress writes of one task
-    "HORSE_SECONDS": 2.0,  # seconds a work horse goes on taking the task jobs queued behind its own (0: off)
+    # seconds a work horse goes on taking the task jobs queued behind its own (0: one job per fork)
+    "HORSE_SECONDS": env_float("ORCHESTRATOR_HORSE_SECONDS", 2.0),
     "MAX_SPEC_BYTES": env_int("ORCHESTRATOR_MAX_SPEC_BYTES", 1_000_000),
     "MAX_KWARGS_BYTES": env_int("ORCHESTRATOR_MAX_KWARGS_BYTES", 256_000),
     # Bearer token a Prometheus server sends to scrape /metrics (staff sessions need none); unset: staff only.

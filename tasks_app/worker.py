@@ -225,6 +225,7 @@ class FollowUps:
             if not job_id:
                 return
             job_id = job_id.decode()
+            log.debug("worker %s: follow-up %s", self.worker.name, job_id)
             _, signature_id, number = job_id.rsplit("-", 2)
             try:
                 execute(int(signature_id), int(number))
