@@ -116,6 +116,18 @@ def test_a_status_change_during_a_slow_header_refresh_is_not_lost(owner_page, ow
     expect(status_badge(page, sig)).to_contain_text("completed")
 
 
+def test_an_active_task_header_is_read_again_even_when_a_status_message_is_lost(owner_page, owner):
+    page = owner_page
+    sig = off_the_loop(execution.submit, {"task": "examples.noop"}, owner=owner, run=False)
+    page.goto(f"/tasks/{sig.pk}/")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+    expect(status_badge(page, sig)).to_contain_text("pending")
+    # The status changes and no message says so (as when pub/sub drops one): the 10 s poll shows it.
+    off_the_loop(lambda: Signature.objects.filter(pk=sig.pk).update(status=Status.RUNNING))
+    expect(status_badge(page, sig)).to_contain_text("running", timeout=15_000)
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+
+
 def test_cancel_asks_for_confirmation_in_a_dialog(owner_page, owner):
     page = owner_page
     sig = execution.submit({"task": "examples.echo", "name": "throwaway"}, owner=owner, run=False)
