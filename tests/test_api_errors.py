@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks_app.models import Signature
+from tasks_app.services import execution
 from tests.api_helpers import ECHO, make, url
 
 pytestmark = pytest.mark.django_db
@@ -108,6 +109,15 @@ def test_other_media_types_are_refused(owner_client):
 )
 def test_bad_list_filters_name_the_parameter(owner_client, params, field):
     assert field in errors_of(owner_client.get("/api/tasks/", params))
+
+
+def test_list_datetimes_with_any_offset_python_reads_are_taken_to_utc(owner_client, owner):
+    """PostgreSQL refuses offsets past ±15:59 (a 500 before); Python reads up to ±23:59."""
+    execution.submit({"task": "examples.noop"}, owner=owner, run=False)
+    far_east = owner_client.get("/api/tasks/", {"created_before": "2999-01-03T15:42:47+23:20"})
+    assert far_east.status_code == 200 and far_east.json()["count"] == 1
+    assert owner_client.get("/api/tasks/", {"created_after": "2999-01-03T15:42:47-23:20"}).json()["count"] == 0
+    assert "created_after" in errors_of(owner_client.get("/api/tasks/", {"created_after": "0001-01-01T00:10:00+23:00"}))
 
 
 @pytest.mark.parametrize("path", ["/api/tasks/99999999999999999999999/", "/api/tasks/abc/", "/api/tasks/123/"])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 from django import forms
 from django.db import connections
 from django.db.models import Q, QuerySet
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 
 from ..models import Kind, Signature, Status
 
@@ -28,6 +30,23 @@ class IdFilter(filters.NumberFilter):
         super().__init__(*args, min_value=1, max_value=MAX_ID, **kwargs)
 
 
+class UtcDateTimeField(IsoDateTimeField):
+    """ISO 8601, taken to UTC: Python accepts offsets up to ±24 h, PostgreSQL only up to ±15:59."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None or value.tzinfo is None:
+            return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # year 1 east of Greenwich, year 9999 west of it
+            raise forms.ValidationError("This date and time is out of range.", code="invalid") from None
+
+
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
 class TaskFilter(filters.FilterSet):
     status = StatusFilter(
         choices=[*Status.choices, (MARKED, "Marked for deletion")],
@@ -39,8 +58,8 @@ class TaskFilter(filters.FilterSet):
     category = filters.CharFilter()
     tag = filters.CharFilter(method="filter_tag", help_text="Signatures carrying this tag.")
     q = filters.CharFilter(method="filter_text", help_text="Text in the name or the task name.")
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lte")
     parent = IdFilter(
         method="filter_parent",
         help_text="List the members of this container (in order) instead of top-level signatures.",
