@@ -279,6 +279,7 @@ def test_filters_live_in_the_url(owner):
     today = timezone.localdate().isoformat()
     assert names(f"?created_after={today}&created_before={today}") == {"alpha", "beta"}
     assert names("?created_before=2000-01-01") == set()
+    assert names("?created_after=0001-01-01&created_before=9999-12-31") == {"alpha", "beta"}
 
 
 def test_columns_sort_both_ways_and_pages_keep_the_filters(owner):

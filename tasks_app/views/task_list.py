@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import date, datetime, time
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -38,8 +38,8 @@ def filtered(signatures: QuerySet[Signature], data: dict) -> QuerySet[Signature]
         qs = qs.filter(tags__contains=[data["tag"]]) if _json_contains() else _with_tag(qs, data["tag"])
     if data.get("created_after"):
         qs = qs.filter(created_at__gte=_day_start(data["created_after"]))
-    if data.get("created_before"):
-        qs = qs.filter(created_at__lt=_day_start(data["created_before"]) + timezone.timedelta(days=1))
+    if data.get("created_before") and data["created_before"] < date.max:  # the day after 9999-12-31 is no date
+        qs = qs.filter(created_at__lt=_day_start(data["created_before"] + timezone.timedelta(days=1)))
     if data.get("q"):
         q = data["q"]
         text = Q(name__icontains=q) | Q(task_name__icontains=q) | Q(category__icontains=q)
