@@ -8,14 +8,19 @@ from ..models import Signature, Status
 from . import execution
 
 
-def advance(chain: Signature) -> None:
+def advance(chain: Signature, ended: Signature | None = None) -> None:
+    """``ended``: the member whose end called this, when there is one (it is often the previous step)."""
     current = chain.members.exclude(status__in=[Status.COMPLETED, Status.SKIPPED]).order_by("position").first()
-    previous = (
-        chain.members.filter(status=Status.COMPLETED, position__lt=current.position if current else 1 << 31)
-        .order_by("-position")
-        .only("result")
-        .first()
-    )
+    if current is not None and ended is not None and ended.status == Status.COMPLETED \
+            and ended.position == current.position - 1:
+        previous = ended
+    else:
+        previous = (
+            chain.members.filter(status=Status.COMPLETED, position__lt=current.position if current else 1 << 31)
+            .order_by("-position")
+            .only("result")
+            .first()
+        )
     if current is None:
         execution.finish(chain, Status.COMPLETED, result=previous.result if previous else None)
     elif current.status == Status.FAILED:

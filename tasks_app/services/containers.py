@@ -13,18 +13,21 @@ from ..models import Kind, Signature, Status
 ENDED = (Status.COMPLETED, Status.SKIPPED, Status.FAILED)
 
 
-def advance(container: Signature, stats: dict | None = None) -> None:
+def advance(container: Signature, stats: dict | None = None, ended: Signature | None = None) -> None:
     """Start whatever is due next in a running container, or end it when its members are done.
 
-    ``stats`` is ``member_stats(container)`` when the caller has it (a swarm reuses it)."""
+    ``stats`` is ``member_stats(container)`` when the caller has it (a swarm reuses it); ``ended``
+    the member whose end called this (a chain takes its result from it)."""
     if container.status != Status.RUNNING:
         return
     from . import chains, graphs, swarms
 
     if container.kind == Kind.SWARM:
         swarms.advance(container, stats)
+    elif container.kind == Kind.CHAIN:
+        chains.advance(container, ended)
     else:
-        {Kind.CHAIN: chains.advance, Kind.GRAPH: graphs.advance}[container.kind](container)
+        graphs.advance(container)
 
 
 def member_finished(member: Signature) -> None:
@@ -38,7 +41,7 @@ def member_finished(member: Signature) -> None:
         swarms.on_member_finished(container, member)
     stats = member_stats(container)
     roll_up(container, stats, step=1.0)
-    advance(container, stats)
+    advance(container, stats, ended=member)
 
 
 def member_stats(container: Signature) -> dict[str, tuple[int, float]]:
