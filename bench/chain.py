@@ -1,13 +1,13 @@
 """Chain hand-off latency: a chain of N no-op steps on one worker.
 
 The latency of a hand-off is the time from step i's end (its Run.finished_at) to step i+1's start
-(its Run.started_at, written by the claim in the next work horse). Target: p50 ≤ 10 ms on
-PostgreSQL. The forking worker (``manage.py worker``) is the product's configuration; the
-SimpleWorker leg (no fork per job) shows the engine's own share. Each hand-off is split using the
-RQ job's timestamps: end of step i → job i+1 enqueued (the rest of step i's transaction, its
-commit, the after-commit hooks before the enqueue), → job i+1 started (the worker finishes step
-i's horse and its remaining hooks, dequeues, forks; RQ stamps started_at inside the horse), →
-claimed (the job module's import in the horse, a new database connection, the claim).
+(its Run.started_at, written by the claim). Target: p50 ≤ 10 ms on PostgreSQL. The forking worker
+(``manage.py worker``) is the product's configuration: its work horse goes on with the task jobs
+queued behind its own (``ORCHESTRATOR_HORSE_SECONDS``), so step i+1 usually runs in step i's
+horse; the SimpleWorker leg runs every job in the worker process itself. Each hand-off is split
+using the RQ job's timestamps: end of step i → job i+1 enqueued (the rest of step i's transaction,
+its commit, the after-commit hooks before the enqueue), → job i+1 started (the horse finishes its
+hooks and pops the job; or the worker reaps the horse, dequeues and forks), → claimed.
 """
 
 from __future__ import annotations
