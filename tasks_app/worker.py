@@ -17,9 +17,9 @@ import socket
 import time
 
 import redis
+from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
-from django.conf import settings
 from rq import Worker
 from rq.command import parse_payload
 from rq.job import Job, JobStatus
@@ -194,8 +194,8 @@ class FollowUps:
     """Task jobs a work horse runs after its own, without going back to its worker.
 
     The horse takes the head of its queues, in the worker's order, while it is a task job (the
-    first other job ends the batch, for the worker to run) and for at most
-    ``ORCHESTRATOR["HORSE_SECONDS"]`` from the horse's start. Each job is marked ``started`` by
+    first other job ends the batch, for the worker to run), starting new ones for
+    ``ORCHESTRATOR["HORSE_SECONDS"]`` after its own job. Each job is marked ``started`` by
     this worker and named in a marker key while it runs, so a stop command for it kills the horse
     (:meth:`OrchestratorWorker.handle_payload`), and a horse that dies in the middle leaves its
     job ``failed`` (:meth:`fail_cut_off`), which the reconciler reads as it reads any ended job.
