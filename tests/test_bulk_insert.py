@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -73,3 +75,24 @@ def test_execute_wrappers_see_each_statement(owner):
     with connection.execute_wrapper(wrapper):
         bulk.insert(signatures(owner), batch_size=10)
     assert len([sql for sql in seen if sql.startswith("INSERT")]) == 3
+
+
+def test_the_collector_is_paused_while_members_are_added_and_enabled_again(owner, monkeypatch):
+    from tasks_app.services import execution, specs, swarms
+
+    swarm = execution.submit({"kind": "swarm", "closed": False, "tasks": []}, owner=owner, run=False)
+    seen = []
+    add_members = specs.add_members
+    monkeypatch.setattr(specs, "add_members", lambda *a, **k: seen.append(gc.isenabled()) or add_members(*a, **k))
+    swarms.add_tasks(swarm, [{"task": "examples.noop"}] * 3, run=False)
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ValueError), bulk.collector_paused():
+        raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with bulk.collector_paused():  # a caller that paused it keeps it paused
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

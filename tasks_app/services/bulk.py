@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import decimal
+import gc
 import sqlite3
 from collections.abc import Sequence
 
@@ -21,6 +22,23 @@ from django.utils import timezone
 
 # Values whose prepared form depends only on the value: prepared once per distinct value.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), datetime.datetime, datetime.date, decimal.Decimal})
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """No cyclic garbage collection while many rows are validated and built (also a decorator).
+
+    Adding 10,000 members allocates about half a million objects that are not garbage: they set
+    off some 240 collections, two of them full ones that walk every object of the process
+    (0.1–0.3 s of a 1 s add). The collector catches up once it is enabled again."""
+    if not gc.isenabled():  # paused already (another thread's add, or the caller's own choice)
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def insert(objs: Sequence[Model], *, batch_size: int = 1000) -> None:

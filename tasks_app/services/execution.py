@@ -30,7 +30,7 @@ from ..models import (
     Step,
 )
 from ..registry import NonRetryable, get_task
-from . import events, live, logs, specs, transport
+from . import bulk, events, live, logs, specs, transport
 
 
 MAX_RETRY_DELAY = 3600.0  # seconds: exponential backoff stops growing at an hour
@@ -57,6 +57,7 @@ def retry_on_conflict(fn: Callable) -> Callable:
 # Submitting and starting ----------------------------------------------------------------------
 
 
+@bulk.collector_paused()
 def submit(raw_spec: Any, *, owner, run: bool = True, idempotency_key: str | None = None,
            actor: str = "system") -> Signature:
     """Validate a spec, write its tree and (by default) start it."""

@@ -14,7 +14,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from ..models import CallbackOn, Signature, Status
-from . import events, execution, specs
+from . import bulk, events, execution, specs
 from .errors import InvalidTransition, SpecError
 
 # Members holding a slot: a paused or waiting member keeps its place so the limit holds on resume.
@@ -95,6 +95,7 @@ class AddResult:
     rejected: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
+@bulk.collector_paused()
 def add_tasks(swarm: Signature, raw_specs: list, *, run: bool = True, atomic: bool = True,
               batch_size: int = 1000, actor: str = "system") -> AddResult:
     """Validate every spec first, then add them in bulk; atomic unless ``atomic=False``."""
