@@ -102,3 +102,21 @@ def test_a_run_slower_than_history_gets_proportionally_longer_estimates(owner):
         Step.objects.create(signature=sig, order=order, name=name)
     with time_machine.travel(T0 + dt.timedelta(seconds=20), tick=False):
         assert progress.payload(sig)["eta_seconds"] == 2 * (40 + 20 + 30)
+
+
+def test_the_current_member_of_a_swarm_longer_than_the_listed_steps(owner, monkeypatch):
+    monkeypatch.setattr(progress, "MAX_MEMBER_STEPS", 3)
+    swarm = execution.submit({"kind": "swarm", "tasks": [{"task": "examples.noop", "name": f"m{i}"} for i in range(6)]},
+                             owner=owner, run=False)
+    members = swarm.members.order_by("position")
+
+    def current() -> tuple[int, str | None, int]:
+        data = progress.payload(Signature.objects.get(pk=swarm.pk))
+        return data["current_step"], data["current_step_name"], data["total_steps"]
+
+    Signature.objects.filter(pk__in=[m.pk for m in members[:3]]).update(status=Status.COMPLETED)
+    assert current() == (4, "m3", 6)  # the first yet to run, past the three listed
+    Signature.objects.filter(pk=members[4].pk).update(status=Status.RUNNING)
+    assert current() == (5, "m4", 6)  # one under way comes first
+    swarm.members.update(status=Status.COMPLETED)
+    assert current() == (6, None, 6)  # all ended: the last step of 6, not of the 3 listed

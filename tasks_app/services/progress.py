@@ -29,21 +29,25 @@ MEMBER_STEP_STATE = {
     Status.INTERRUPTED: StepStatus.PAUSED,
     Status.SKIPPED: StepStatus.SKIPPED,
 }
+CURRENT_STEP = (StepStatus.RUNNING, StepStatus.APPROVAL, StepStatus.PAUSED)
 
 
 def payload(sig: Signature) -> dict:
     steps = member_steps(sig) if sig.is_container else task_steps(sig)
     percent = overall_percent(sig, steps)
-    current = next((s for s in steps if s["status"] in (StepStatus.RUNNING, StepStatus.APPROVAL, StepStatus.PAUSED)), None)
+    current = next((s for s in steps if s["status"] in CURRENT_STEP), None)
     current = current or next((s for s in steps if s["status"] == StepStatus.PENDING), None)
+    total = sig.members.count() if sig.is_container else len(steps)
+    if current is None and len(steps) < total:
+        current = _current_unlisted_member(sig)
     data = {
         "task_id": sig.pk,
         "title": sig.title,
         "status": sig.status,
         "progress": round(percent, 1),
-        "current_step": current["order"] if current else len(steps),
+        "current_step": current["order"] if current else total,
         "current_step_name": current["name"] if current else None,
-        "total_steps": sig.members.count() if sig.is_container else len(steps),
+        "total_steps": total,
         "started_at": sig.started_at,
         "finished_at": sig.finished_at,
         "eta_seconds": eta_seconds(sig, steps, percent),
@@ -89,6 +93,19 @@ def member_steps(sig: Signature) -> list[dict]:
         step.update(task_id=m.pk, kind=m.kind, task=m.task_name, member_status=m.status)
         steps.append(step)
     return steps
+
+
+def _current_unlisted_member(sig: Signature) -> dict | None:
+    """The current member past the ``MAX_MEMBER_STEPS`` listed (none of which is current): the
+    first one under way, else the first yet to run; None when every member has ended."""
+    members = sig.members.filter(position__gte=MAX_MEMBER_STEPS).order_by("position").only(
+        "pk", "position", "name", "task_name", "kind", "node_key")
+    under_way = [status for status, step in MEMBER_STEP_STATE.items() if step in CURRENT_STEP]
+    for statuses in (under_way, [Status.PENDING, Status.QUEUED]):
+        member = members.filter(status__in=statuses).first()
+        if member is not None:
+            return {"order": member.position + 1, "name": member.node_key or member.title}
+    return None
 
 
 def _step(order: int, name: str, status: str, percent: float, duration_ms: int | None, substeps: list,
