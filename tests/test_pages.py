@@ -23,7 +23,7 @@ from tasks_app.models import (
     Step,
     StepStatus,
 )
-from tasks_app.services import deletion, execution, lifecycle, metrics
+from tasks_app.services import deletion, execution, lifecycle, metrics, progress
 from tasks_app.views import task_list
 
 pytestmark = pytest.mark.django_db
@@ -488,6 +488,14 @@ def test_a_swarm_lists_its_members_page_by_page(owner):
     assert "0 of 60 members done" in page.content.decode()
     second = client.get(reverse("task_detail", args=[swarm.pk]) + "?partial=members&page=2", **HTMX)
     assert len(second.context["members"]) == 10 and 'id="task-members"' in second.content.decode()
+
+
+def test_a_swarm_longer_than_its_listed_steps_counts_every_member_done(owner, monkeypatch):
+    monkeypatch.setattr(progress, "MAX_MEMBER_STEPS", 3)
+    swarm = submit(owner, {"kind": "swarm", "tasks": [{"task": "examples.noop"} for _ in range(6)]})
+    swarm.members.exclude(position=4).update(status=Status.COMPLETED)
+    page = web(owner).get(reverse("task_detail", args=[swarm.pk])).content.decode()
+    assert "5 of 6 members done" in page
 
 
 def test_callbacks_and_parent_links(owner):

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from ..forms import DecisionForm, DeleteForm, PriorityForm
-from ..models import Signature, StepStatus
+from ..models import Signature, Status, StepStatus
 from ..services import approvals, deletion, lifecycle, progress
 from ..services.errors import OrchestratorError, SpecError
 from .common import actor, get_signature, refusal, with_messages
@@ -62,7 +62,10 @@ def progress_context(sig: Signature) -> dict:
     data = progress.payload(sig)
     for step in data["steps"]:
         step["substep_states"] = substep_states(step)
-    data["done_steps"] = sum(1 for s in data["steps"] if s["status"] in (StepStatus.COMPLETED, StepStatus.SKIPPED))
+    if len(data["steps"]) < data["total_steps"]:  # members past the listed ones
+        data["done_steps"] = sig.members.filter(status__in=(Status.COMPLETED, Status.SKIPPED)).count()
+    else:
+        data["done_steps"] = sum(1 for s in data["steps"] if s["status"] in (StepStatus.COMPLETED, StepStatus.SKIPPED))
     return data
 
 
