@@ -19,22 +19,16 @@ from tasks_app.services import containers, execution
 
 from .api_helpers import url
 from .test_e2e_workflows import max_overlap
+from .test_races import fresh
+from .test_swarms import echo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def echo(value) -> dict:
-    return {"task": "examples.echo", "kwargs": {"value": value}}
 
 
 def submitted(client, spec: dict) -> Signature:
     response = client.post("/api/tasks/", spec, format="json")
     assert response.status_code == 201, response.json()
     return Signature.objects.get(pk=response.json()["id"])
-
-
-def fresh(sig: Signature) -> Signature:
-    return Signature.objects.get(pk=sig.pk)
 
 
 def settled(*sigs: Signature) -> bool:

@@ -30,6 +30,7 @@ MEMBER_STEP_STATE = {
     Status.SKIPPED: StepStatus.SKIPPED,
 }
 CURRENT_STEP = (StepStatus.RUNNING, StepStatus.APPROVAL, StepStatus.PAUSED)
+MEMBER_UNDER_WAY = [status for status, step in MEMBER_STEP_STATE.items() if step in CURRENT_STEP]
 
 
 def payload(sig: Signature) -> dict:
@@ -100,8 +101,7 @@ def _current_unlisted_member(sig: Signature) -> dict | None:
     first one under way, else the first yet to run; None when every member has ended."""
     members = sig.members.filter(position__gte=MAX_MEMBER_STEPS).order_by("position").only(
         "pk", "position", "name", "task_name", "kind", "node_key")
-    under_way = [status for status, step in MEMBER_STEP_STATE.items() if step in CURRENT_STEP]
-    for statuses in (under_way, [Status.PENDING, Status.QUEUED]):
+    for statuses in (MEMBER_UNDER_WAY, [Status.PENDING, Status.QUEUED]):
         member = members.filter(status__in=statuses).first()
         if member is not None:
             return {"order": member.position + 1, "name": member.node_key or member.title}
