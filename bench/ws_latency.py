@@ -141,7 +141,7 @@ async def watch(url: str, cookie: str, client: Client, connected: asyncio.Queue)
 
     async with connect(
         url,
-        origin="http://127.0.0.1",
+        origin="http" + url[2:].split("/ws/")[0],  # the page's own scheme, host and port
         additional_headers={"Cookie": cookie},
         proxy=None,
         open_timeout=30,

@@ -70,7 +70,9 @@ def session_cookie(user) -> str:
 
 
 @contextmanager
-def websocket(url: str, user=None, origin: str = "http://127.0.0.1") -> Iterator[ClientConnection]:
+def websocket(url: str, user=None, origin: str | None = None) -> Iterator[ClientConnection]:
+    """A socket as the site's own page opens it: the Origin is the server's scheme, host and port."""
+    origin = origin or "http" + url[2:].split("/ws/")[0]
     headers = {"Cookie": session_cookie(user)} if user is not None else {}
     with connect(url, origin=origin, additional_headers=headers, proxy=None, open_timeout=10) as conn:
         yield conn
