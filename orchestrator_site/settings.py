@@ -231,3 +231,4 @@ ORCHESTRATOR = {
     "METRICS_TOKEN": env_str("ORCHESTRATOR_METRICS_TOKEN"),
     "METRICS_WINDOW": env_int("ORCHESTRATOR_METRICS_WINDOW", 3600),  # seconds of runs the duration gauges read
 }
+    "MAX_LOST_RUNS": 3,  # an attempt whose worker died this many times in a row fails instead of re-queuing

@@ -43,9 +43,10 @@ def wait(sig: Signature, run: Run, approval: Approval) -> None:
         Signature.objects.filter(pk=sig.pk, status=Status.RUNNING).update(status=Status.WAITING_APPROVAL)
         _mark_step(sig, StepStatus.APPROVAL)
         events.record(sig, "approval_needed", approval=approval.pk, title=approval.title, details=approval.details)
+        timeout_at = approval.timeout_at and approval.timeout_at.isoformat()
         live.publish(sig, "approval_needed", approval={"id": approval.pk, "title": approval.title,
                                                        "details": approval.details, "default": approval.default,
-                                                       "timeout_at": approval.timeout_at and approval.timeout_at.isoformat()})
+                                                       "timeout_at": timeout_at})
         if approval.timeout_at:
             delay = max(0.0, (approval.timeout_at - timezone.now()).total_seconds())
             transport.enqueue_call("tasks_app.jobs.approval_timeout", approval.pk, delay=delay)
@@ -86,18 +87,25 @@ def decide(sig: Signature, *, approve: bool, comment: str = "", actor: str = "sy
     return approval
 
 
-def expire(approval_id: int) -> None:
-    """The timeout job: apply the request's default (approve, reject, or pause the task)."""
-    approval = Approval.objects.filter(pk=approval_id, status=ApprovalStatus.PENDING).select_related("signature").first()
+def expire(approval_id: int) -> bool:
+    """Apply the request's default once its timeout has passed (approve, reject, or pause the task).
+
+    Called by the delayed timeout job and by the reconcile pass (the job lives in Redis and may be
+    lost); the decision is a guarded update, so when both come only one decides. True when this
+    call decided."""
+    pending = Approval.objects.filter(pk=approval_id, status=ApprovalStatus.PENDING)
+    approval = pending.select_related("signature").first()
     if approval is None or approval.timeout_at is None or approval.timeout_at > timezone.now():
-        return
+        return False
     sig = approval.signature
     if approval.default == "pause":
         with transaction.atomic():
-            if Signature.objects.filter(pk=sig.pk, status=Status.WAITING_APPROVAL).update(status=Status.PAUSED):
-                events.record(sig, "approval_timed_out", approval=approval.pk, default="pause")
-        return
+            if not Signature.objects.filter(pk=sig.pk, status=Status.WAITING_APPROVAL).update(status=Status.PAUSED):
+                return False
+            events.record(sig, "approval_timed_out", approval=approval.pk, default="pause")
+        return True
     try:
         decide(sig, approve=approval.default == "approve", comment="timed out", actor="timeout")
     except InvalidTransition:
-        pass  # decided by a human meanwhile
+        return False  # decided by a human, or by the other of the job and the pass, meanwhile
+    return True

@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
-from ..models import ACTIVE, Signature, Status
+from ..models import ACTIVE, FINISHED, Signature, Status
 from . import events, execution
 from .errors import InvalidTransition, SpecError
 
@@ -108,7 +108,9 @@ def _doomed(rows: list[tuple]) -> tuple[int, list[int]]:
 
     A top-level row goes with its whole tree (one indexed query on ``root`` for the batch) unless
     anything in the tree is active or paused. A lower row (a member or callback marked on its own)
-    goes with everything below it, on the same condition, unless a top-level row took it already.
+    goes with everything below it, on the same condition, unless a top-level row took it already,
+    and only once every container above it has finished: a running (or pending, paused,
+    interrupted) container still counts its members, and a graph still routes to its nodes.
     """
     tops = {pk: status for pk, parent_id, callback_of_id, status in rows
             if parent_id is None and callback_of_id is None}
@@ -119,8 +121,8 @@ def _doomed(rows: list[tuple]) -> tuple[int, list[int]]:
     trees = len(ids)
     ids.extend(pk for pk, root_id, _ in below if root_id not in busy)
     taken = set(ids)
-    for pk, _, _, status in rows:
-        if pk in tops or pk in taken or status in HELD:
+    for pk, parent_id, _, status in rows:
+        if pk in tops or pk in taken or status in HELD or _in_unfinished_container(parent_id):
             continue
         subtree = _lower_tree(pk)
         if not any(status in HELD for _, status in _select("id, status", "id", subtree)):
@@ -128,6 +130,18 @@ def _doomed(rows: list[tuple]) -> tuple[int, list[int]]:
             ids.extend(i for i in subtree if i not in taken)
             taken.update(subtree)
     return trees, ids
+
+
+def _in_unfinished_container(parent_id: int | None) -> bool:
+    """Whether a container above a lower row (its parent, the parent's parent, ...) has not finished."""
+    while parent_id is not None:
+        found = _select("parent_id, status", "id", [parent_id])
+        if not found:
+            return False
+        parent_id, status = found[0]
+        if status not in FINISHED:
+            return True
+    return False
 
 
 def _lower_tree(pk: int) -> list[int]:

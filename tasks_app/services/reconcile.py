@@ -1,28 +1,45 @@
 """Auto-resume: the database says what should be running; Redis and the workers are made to agree.
 
 A pass re-queues ``running`` runs whose worker is dead (heartbeat too old, or its process gone on
-this host) from their checkpoint, re-enqueues ``queued`` runs whose RQ job is missing, and
-advances running containers (refilling free slots). Paused, failed and interrupted work is left
-alone. Each change is its own guarded transaction, so two passes at once do nothing twice.
+this host) from their checkpoint, re-enqueues ``queued`` runs whose RQ job is missing, advances
+running containers (refilling free slots) and decides approvals whose timeout has passed
+(their delayed job lives in Redis and may be gone). Paused, failed and interrupted work is left
+alone. Each change is its own guarded transaction, so two passes at once do nothing twice, and
+each item is isolated: one that raises is logged and reported, and the pass goes on.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from ..models import CONTAINERS, ResumeReport, Run, RunStatus, Signature, Status, WorkerProcess
-from . import events, execution, notifications, transport
+from ..models import (
+    CONTAINERS,
+    Approval,
+    ApprovalStatus,
+    ResumeReport,
+    Run,
+    RunStatus,
+    Signature,
+    Status,
+    WorkerProcess,
+)
+from . import approvals, events, execution, notifications, transport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,16 +56,13 @@ def run_pass(*, trigger: str = "periodic", dry_run: bool = False) -> ResumeRepor
     report = Pass(trigger=trigger, dry_run=dry_run)
     live = live_workers()
     for run in Run.objects.filter(status=RunStatus.RUNNING).select_related("signature"):
-        if run.worker_name not in live:
-            _handle(report, run, "worker gone", _requeue_lost)
-        elif job_ended(run):
-            _handle(report, run, "job ended", _requeue_lost)
+        _isolated(report, run.signature, "checking a running run", lambda run=run: _check_running(report, run, live))
     for run in Run.objects.filter(status=RunStatus.QUEUED).select_related("signature"):
-        if (run.not_before is None or run.not_before <= timezone.now()) and not job_exists(run):
-            _handle(report, run, "job missing", _reenqueue)
-    for container in Signature.objects.filter(kind__in=CONTAINERS, status=Status.RUNNING):
-        if not dry_run:
-            _advance(container)
+        _isolated(report, run.signature, "checking a queued run", lambda run=run: _check_queued(report, run))
+    if not dry_run:
+        for container in Signature.objects.filter(kind__in=CONTAINERS, status=Status.RUNNING):
+            _isolated(report, container, "advancing the container", lambda c=container: _advance(c))
+    _expire_approvals(report)
     if not (report.resumed or report.skipped or report.failures):
         return None
     saved = ResumeReport.objects.create(
@@ -58,9 +72,39 @@ def run_pass(*, trigger: str = "periodic", dry_run: bool = False) -> ResumeRepor
     return saved
 
 
-def _handle(report: Pass, run: Run, reason: str, action) -> None:
+def _item(sig: Signature, **extra) -> dict:
+    return {"task_id": sig.pk, "task": sig.task_name, "title": sig.title, **extra}
+
+
+def _isolated(report: Pass, sig: Signature, doing: str, step: Callable[[], object]) -> None:
+    """Run one item of the pass; an error is logged and reported, and the pass goes on.
+
+    The step's own ``transaction.atomic`` is a savepoint when the pass runs inside a transaction,
+    so what the failed item wrote is rolled back alone."""
+    try:
+        step()
+    except Exception as exc:
+        log.exception("auto-resume: %s #%s failed", doing, sig.pk)
+        report.failures.append(_item(sig, reason=f"{doing} failed", error=f"{type(exc).__name__}: {exc}"))
+
+
+def _check_running(report: Pass, run: Run, live: set[str]) -> None:
+    if run.worker_name not in live:
+        _handle(report, run, "worker gone", _requeue_lost)
+    elif job_ended(run):
+        _handle(report, run, "job ended", _requeue_lost)
+
+
+def _check_queued(report: Pass, run: Run) -> None:
+    if (run.not_before is None or run.not_before <= timezone.now()) and not job_exists(run):
+        _handle(report, run, "job missing", _reenqueue)
+
+
+def _handle(report: Pass, run: Run, reason: str, action: Callable[[Run], bool | str]) -> None:
+    """``action`` returns True when it resumed the run, False when another process won, or the
+    reason why it gave the task up (reported as a failure)."""
     sig = run.signature
-    item = {"task_id": sig.pk, "task": sig.task_name, "title": sig.title, "run": run.number, "reason": reason}
+    item = _item(sig, run=run.number, reason=reason)
     if not included(sig.task_name):
         report.skipped.append({**item, "why": "excluded by the auto-resume settings"})
         return
@@ -68,11 +112,16 @@ def _handle(report: Pass, run: Run, reason: str, action) -> None:
         report.resumed.append(item)
         return
     try:
-        if action(run):
-            report.resumed.append(item)
-            time.sleep(settings.ORCHESTRATOR["AUTO_RESUME_STAGGER"])
+        outcome = action(run)
     except Exception as exc:  # one bad row must not stop the pass; it is reported
+        log.exception("auto-resume: %s of #%s failed", action.__name__, sig.pk)
         report.failures.append({**item, "error": f"{type(exc).__name__}: {exc}"})
+        return
+    if isinstance(outcome, str):
+        report.failures.append({**item, "error": outcome})
+    elif outcome:
+        report.resumed.append(item)
+        time.sleep(settings.ORCHESTRATOR["AUTO_RESUME_STAGGER"])
 
 
 def included(task_name: str) -> bool:
@@ -83,16 +132,43 @@ def included(task_name: str) -> bool:
 
 
 @execution.retry_on_conflict
-def _requeue_lost(run: Run) -> bool:
-    """A running run whose worker died: a new run of the same attempt continues from the checkpoint."""
+def _requeue_lost(run: Run) -> bool | str:
+    """A running run whose worker died: a new run of the same attempt continues from the checkpoint,
+    unless the attempt was lost MAX_LOST_RUNS times in a row (a task that kills its worker): then the
+    task fails instead of taking down one worker after another forever."""
     with transaction.atomic():
+        sig = Signature.objects.filter(pk=run.signature_id).first()
+        if sig is None:  # cancelled meanwhile: the run went with it
+            return False
+        execution.lock_parent(sig)  # the container first, as every member end does
         if not Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
             status=RunStatus.LOST, finished_at=timezone.now()
         ):
             return False
-        sig = Signature.objects.get(pk=run.signature_id)
         events.record(sig, "worker_lost", run=run.number, worker=run.worker_name)
+        limit = settings.ORCHESTRATOR["MAX_LOST_RUNS"]
+        if _lost_in_a_row(sig, run.attempt, limit) >= limit:
+            return _give_up(sig, limit)
         return execution.queue_run(sig, allowed=[Status.RUNNING], attempt=run.attempt, event="resumed") is not None
+
+
+def _lost_in_a_row(sig: Signature, attempt: int, limit: int) -> int:
+    """How many of the attempt's latest runs (up to ``limit``) were lost, counted back to the first that was not."""
+    latest = sig.runs.filter(attempt=attempt).order_by("-number").values_list("status", flat=True)[:limit]
+    count = 0
+    for status in latest:
+        if status != RunStatus.LOST:
+            break
+        count += 1
+    return count
+
+
+def _give_up(sig: Signature, lost: int) -> str:
+    message = f"lost {lost} times in a row, not re-queued"
+    error = {"type": "WorkerLost", "message": f"The task's worker died while running it: {message}.",
+             "traceback": "", "task_id": sig.pk}
+    execution.finish(sig, Status.FAILED, error=error, allowed=(Status.RUNNING,))
+    return message
 
 
 def _reenqueue(run: Run) -> bool:
@@ -111,6 +187,27 @@ def _advance(container: Signature) -> None:
     with transaction.atomic():
         container = Signature.objects.locked().get(pk=container.pk)
         containers.advance(container)
+
+
+def _expire_approvals(report: Pass) -> None:
+    """Apply the default decision of approvals whose timeout has passed: their delayed job lived in
+    Redis, and a flush or a restart without persistence lost it. The job and the pass may both
+    come; the decision is a guarded update, so only one of them decides."""
+    due = Approval.objects.filter(status=ApprovalStatus.PENDING, timeout_at__lte=timezone.now())
+    # A "pause" default leaves the approval pending: once the task is paused it has nothing left to do.
+    due = due.exclude(Q(default="pause") & ~Q(signature__status=Status.WAITING_APPROVAL))
+    for approval in due.select_related("signature").order_by("timeout_at", "pk"):
+        sig = approval.signature
+        item = _item(sig, reason="approval timed out", approval=approval.pk, default=approval.default)
+        if report.dry_run:
+            report.resumed.append(item)
+        else:
+            _isolated(report, sig, "deciding a timed-out approval", lambda a=approval, i=item: _expire(report, a, i))
+
+
+def _expire(report: Pass, approval: Approval, item: dict) -> None:
+    if approvals.expire(approval.pk):
+        report.resumed.append(item)
 
 
 # RQ job states after which the job never runs again.
