@@ -1,25 +1,29 @@
-"""Recovery that one broken workflow or a Redis flush cannot stop (issue 17, items 2, 4, 7).
+"""Recovery that one broken workflow, a Redis flush or a Redis outage cannot stop (issue 17, items 2, 4, 7, 9).
 
 The reconcile pass isolates each item; the worker starts whatever its start-up pass meets; purge
 keeps members of unfinished containers; approval timeouts are decided by the pass too; a run lost
-again and again fails its task.
+again and again fails its task; a submit whose enqueue finds Redis away answers 201 and the pass
+enqueues it later.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
 
 import pytest
+import redis
 import time_machine
 from django.core.management import call_command
 from django.db import OperationalError
 from django.utils import timezone
+from rq.job import Job
 
 from tasks_app import jobs
 from tasks_app.management.commands import worker as worker_command
 from tasks_app.models import ApprovalStatus, Event, Run, RunStatus, Signature, Status
-from tasks_app.services import containers, deletion, execution, reconcile
+from tasks_app.services import containers, deletion, execution, reconcile, transport
 from tests.drain import drain
 
 GONE = "gone-worker"
@@ -168,3 +172,40 @@ def test_the_pass_decides_a_timed_out_approval_once_when_its_job_is_lost(owner, 
     assert sig.status == status and sig.result == result
     approval.refresh_from_db()
     assert approval.status == (ApprovalStatus.APPROVED if default == "approve" else ApprovalStatus.PENDING)
+
+
+# 9. No duplicate on retry when Redis is down ---------------------------------------------------
+
+
+def unreachable_redis() -> redis.Redis:
+    """A client of a port nothing listens on: every command raises ConnectionError."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_submit_while_redis_is_down_answers_201_once_and_the_pass_runs_it_later(owner_client, workers, monkeypatch):
+    body = {"task": "examples.echo", "kwargs": {"value": 7}, "idempotency_key": "crm-import-42"}
+    with monkeypatch.context() as down:
+        dead = unreachable_redis()
+        down.setattr(transport, "connection", lambda queue: dead)
+        created = owner_client.post("/api/tasks/", body, format="json")
+        retried = owner_client.post("/api/tasks/", body, format="json")
+
+    assert created.status_code == 201, created.content
+    assert retried.status_code == 200 and retried.json()["id"] == created.json()["id"]
+    sig = Signature.objects.get(idempotency_key="crm-import-42")
+    assert Signature.objects.count() == 1 and sig.status == Status.QUEUED
+    run = sig.runs.get()
+    assert not Job.exists(transport.job_id(run), connection=transport.connection(run.queue))
+
+    report = reconcile.run_pass(trigger="test")
+
+    assert [(i["task_id"], i["reason"]) for i in report.resumed] == [(sig.pk, "job missing")]
+    assert Job.exists(transport.job_id(run), connection=transport.connection(run.queue))
+    workers.burst(args=["--no-reconcile"])
+    sig.refresh_from_db()
+    assert sig.status == Status.COMPLETED and sig.result == 7 and sig.runs.count() == 1

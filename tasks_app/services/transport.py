@@ -1,7 +1,13 @@
-"""Redis transport: RQ jobs, always after the database commit."""
+"""Redis transport: RQ jobs, always after the database commit.
+
+A send that finds Redis away is logged, not raised: the database row is committed, and the reconcile
+pass enqueues what is missing (a queued run whose job is gone) once Redis is back.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 import django_rq
@@ -19,6 +25,9 @@ QUEUE_BY_PRIORITY = {
     Priority.LOW: "orchestrator-low",
 }
 EXECUTE = "tasks_app.jobs.execute"
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+log = logging.getLogger(__name__)
 
 
 def queue_names() -> list[str]:
@@ -68,7 +77,7 @@ def enqueue_run(run: Run, *, delay: float = 0) -> None:
         else:
             queue.enqueue(EXECUTE, *args, **options)
 
-    transaction.on_commit(send)
+    after_commit(send, f"the job of run {run.number} of #{run.signature_id}")
 
 
 def enqueue_many(runs: list[Run]) -> None:
@@ -90,7 +99,7 @@ def enqueue_many(runs: list[Run]) -> None:
             ]
             queue.enqueue_many(datas)
 
-    transaction.on_commit(send)
+    after_commit(send, f"the jobs of {len(runs)} runs")
 
 
 def cancel_job(run: Run) -> None:
@@ -122,7 +131,7 @@ def move_job(run: Run, new_queue: str) -> None:
         else:
             get_queue(new_queue).enqueue(EXECUTE, run.signature_id, run.number, job_id=job_id(run), job_timeout=-1)
 
-    transaction.on_commit(send)
+    after_commit(send, f"the move of run {run.number} of #{run.signature_id} to {new_queue}")
 
 
 def enqueue_call(func: str, *args, delay: float = 0, queue: str = "orchestrator-high") -> None:
@@ -135,4 +144,18 @@ def enqueue_call(func: str, *args, delay: float = 0, queue: str = "orchestrator-
         else:
             q.enqueue(func, *args, job_timeout=300)
 
-    transaction.on_commit(send)
+    after_commit(send, f"the job {func}{args}")
+
+
+def after_commit(send: Callable[[], None], what: str) -> None:
+    """Run ``send`` once the transaction commits. Redis being away then must not turn a committed
+    change into an error (an API client would retry a request that succeeded): it is logged, and
+    the reconcile pass sends what is missing."""
+
+    def guarded() -> None:
+        try:
+            send()
+        except REDIS_DOWN as exc:
+            log.warning("Redis is unreachable, %s is left to the reconcile pass: %s", what, exc)
+
+    transaction.on_commit(guarded)
