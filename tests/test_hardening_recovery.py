@@ -120,7 +120,8 @@ def lose_running_run(sig: Signature, number: int):
 
 @pytest.mark.django_db
 def test_a_run_lost_three_times_in_a_row_fails_the_task_instead_of_requeuing(owner, jobs_in_place):
-    sig = execution.submit({"task": "examples.sleep", "kwargs": {"seconds": 0.01, "step": 0.01}}, owner=owner)
+    sig = execution.submit({"task": "examples.sleep", "kwargs": {"seconds": 0.01, "step": 0.01}, "retries": 2,
+                            "on_error": [{"task": "examples.noop"}]}, owner=owner)
     for number in (1, 2):
         report = lose_running_run(sig, number)
         assert [item["task_id"] for item in report.resumed] == [sig.pk]
@@ -131,6 +132,7 @@ def test_a_run_lost_three_times_in_a_row_fails_the_task_instead_of_requeuing(own
     assert "lost 3 times in a row, not re-queued" in sig.error["message"]
     assert list(sig.runs.values_list("status", flat=True)) == [RunStatus.LOST] * 3
     assert report.failures[0]["error"] == "lost 3 times in a row, not re-queued" and not report.resumed
+    assert sig.callbacks.get().status == Status.QUEUED  # the error callback fires; the retries are not used
 
 
 @pytest.mark.django_db
