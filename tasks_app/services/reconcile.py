@@ -163,12 +163,13 @@ def _lost_in_a_row(sig: Signature, attempt: int, limit: int) -> int:
     return count
 
 
-def _give_up(sig: Signature, lost: int) -> str:
+def _give_up(sig: Signature, lost: int) -> str | bool:
+    """Fail the task (its error callbacks fire; retries are for errors the task raised). False when
+    it is no longer running (paused meanwhile: a resume queues it again)."""
     message = f"lost {lost} times in a row, not re-queued"
     error = {"type": "WorkerLost", "message": f"The task's worker died while running it: {message}.",
              "traceback": "", "task_id": sig.pk}
-    execution.finish(sig, Status.FAILED, error=error, allowed=(Status.RUNNING,))
-    return message
+    return execution.finish(sig, Status.FAILED, error=error, allowed=(Status.RUNNING,)) and message
 
 
 def _reenqueue(run: Run) -> bool:
