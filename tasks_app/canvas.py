@@ -10,18 +10,48 @@
     batch.add_tasks([sign("examples.echo", value=i) for i in range(100)])
     batch.close()
 
+From async code (an async view, a Channels consumer) the same canvas is awaited; the ORM and the
+services run off the event loop, so the caller needs no ``sync_to_async``:
+
+    from tasks_app.canvas import AsyncHandle, SignatureFailed, chain, sign, swarm
+
+    handle = await flow.arun(owner=request.user)       # an AsyncHandle; ``flow.asave`` stores only
+    result = await handle.await_result(timeout=30)     # 6; SignatureFailed if it did not complete
+    signature = await handle.await_end(timeout=30)     # the Signature, whatever the outcome
+    await handle.apause(); await handle.aresume()      # ainterrupt, aretry, arerun, acancel(confirm=True)
+
+    batch = await swarm([], max_concurrency=5, closed=False).arun(owner=user)
+    member = await batch.add_task(sign("examples.echo", value=0))       # the member's AsyncHandle
+    await batch.add_tasks_bulk([sign("examples.echo", value=i) for i in range(1, 100)])
+    await batch.aclose()
+    await batch.await_result(timeout=60)               # [0, 1, ..., 99]
+
+``handle.aio`` and ``async_handle.sync`` convert between the two handles.
+
 Every builder produces the JSON spec of CONTRACT.md §5 (``.spec()``), so anything built here can
 also be sent to ``POST /api/tasks/`` and vice versa.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from .models import TERMINAL, Signature
+from asgiref.sync import sync_to_async
+
+from .models import TERMINAL, Signature, Status
 from .services import execution, lifecycle, swarms
+
+T = TypeVar("T")
+
+
+async def _in_sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """The one door from async code to the ORM and the services: Django's shared sync thread, the one
+    its own async ORM methods use, so a request keeps one database connection and its transactions."""
+    return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
 
 
 @dataclass
@@ -60,6 +90,15 @@ class Spec:
     def save(self, *, owner) -> Handle:
         """Store without starting (``run: false``)."""
         return Handle(execution.submit(self.spec(), owner=owner, run=False, actor=owner.get_username()))
+
+    async def arun(self, *, owner, idempotency_key: str | None = None) -> AsyncHandle:
+        """``run`` from async code; ``owner`` may be an async view's lazy ``request.user``."""
+        handle = await _in_sync(self.run, owner=owner, idempotency_key=idempotency_key)
+        return handle.aio
+
+    async def asave(self, *, owner) -> AsyncHandle:
+        """``save`` from async code: stored, not started (``await handle.astart()`` starts it)."""
+        return (await _in_sync(self.save, owner=owner)).aio
 
 
 def _as_spec(value: Spec | dict) -> Spec:
@@ -117,6 +156,11 @@ class Handle:
         return self
 
     @property
+    def aio(self) -> AsyncHandle:
+        """The same signature for async code."""
+        return AsyncHandle(self)
+
+    @property
     def status(self) -> str:
         return self.refresh().signature.status
 
@@ -129,7 +173,7 @@ class Handle:
         deadline = time.monotonic() + timeout
         while self.status not in TERMINAL:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"signature {self.id} is still {self.signature.status} after {timeout:g} s")
+                raise _still_going(self.signature, timeout)
             time.sleep(interval)
         return self.signature
 
@@ -171,3 +215,114 @@ class Handle:
 
     def cancel(self, *, confirm: bool) -> None:
         lifecycle.cancel(self.signature, confirm=confirm, actor=self.signature.owner.get_username())
+
+
+def _still_going(signature: Signature, timeout: float) -> TimeoutError:
+    return TimeoutError(f"signature {signature.pk} is still {signature.status} after {timeout:g} s")
+
+
+class SignatureFailed(Exception):
+    """``await_result`` on a signature that ended without completing: failed, interrupted or skipped.
+
+    As Celery's ``AsyncResult.get()`` and Prefect's ``state.result()`` raise the task's exception, but
+    the exception itself stayed in the worker: ``error`` is its stored payload (``type``, ``message``,
+    ``traceback``, ``task_id``) and ``signature`` the row as it ended.
+    """
+
+    def __init__(self, signature: Signature):
+        self.signature = signature
+        self.status = signature.status
+        self.error = signature.error
+        error = signature.error or {}
+        cause = f": {error.get('type')}: {error.get('message')}" if error.get("type") else ""
+        super().__init__(f"signature {signature.pk} ended {signature.status}{cause}")
+
+
+class AsyncHandle:
+    """A stored signature for async code: every method is a coroutine that runs the sync ``Handle``
+    (``.sync``) off the event loop, so async views and Channels consumers call it directly."""
+
+    def __init__(self, handle: Handle | Signature):
+        self.sync = handle if isinstance(handle, Handle) else Handle(handle)
+
+    @property
+    def id(self) -> int:
+        return self.sync.id
+
+    @property
+    def signature(self) -> Signature:
+        """The row as last read (``await arefresh()`` reads it again)."""
+        return self.sync.signature
+
+    async def arefresh(self) -> AsyncHandle:
+        await _in_sync(self.sync.refresh)
+        return self
+
+    async def astatus(self) -> str:
+        return await _in_sync(lambda: self.sync.status)
+
+    async def aresult(self) -> Any:
+        """The result stored now (``None`` until it completes), like ``Handle.result``."""
+        return await _in_sync(lambda: self.sync.result)
+
+    async def await_end(self, timeout: float = 60, interval: float = 0.2) -> Signature:
+        """Wait without blocking the loop until the signature ends, however it ends (``Handle.wait``)."""
+        deadline = time.monotonic() + timeout
+        while await self.astatus() not in TERMINAL:
+            if time.monotonic() > deadline:
+                raise _still_going(self.signature, timeout)
+            await asyncio.sleep(interval)
+        return self.signature
+
+    async def await_result(self, timeout: float = 60, interval: float = 0.2) -> Any:
+        """Wait for the end and return the result; ``SignatureFailed`` unless it completed."""
+        signature = await self.await_end(timeout, interval)
+        if signature.status != Status.COMPLETED:
+            raise SignatureFailed(signature)
+        return signature.result
+
+    async def add_task(self, task: Spec | dict, *, run: bool = False) -> AsyncHandle:
+        """Add one member to an open swarm; returns the member's handle."""
+        added = await self.add_tasks_bulk([task], run=run)
+        return AsyncHandle(added.added[0])
+
+    async def add_tasks_bulk(self, tasks: list[Spec | dict], *, atomic: bool = True, batch_size: int = 1000,
+                             run: bool = False) -> swarms.AddResult:
+        """``Handle.add_tasks``: validated first, atomic unless ``atomic=False``."""
+        return await _in_sync(self.sync.add_tasks, tasks, atomic=atomic, batch_size=batch_size, run=run)
+
+    async def add_task_and_run(self, task: Spec | dict) -> AsyncHandle:
+        return await self.add_task(task, run=True)
+
+    async def add_tasks_and_run(self, tasks: list[Spec | dict], **options: Any) -> swarms.AddResult:
+        return await self.add_tasks_bulk(tasks, run=True, **options)
+
+    async def aclose(self) -> AsyncHandle:
+        await _in_sync(self.sync.close)
+        return self
+
+    async def _act(self, action: Callable[[], Any]) -> AsyncHandle:
+        await _in_sync(action)
+        return self
+
+    async def astart(self) -> AsyncHandle:
+        """Start a signature stored with ``asave``."""
+        return await self._act(lambda: self.sync._act(lifecycle.start))
+
+    async def apause(self) -> AsyncHandle:
+        return await self._act(self.sync.pause)
+
+    async def aresume(self) -> AsyncHandle:
+        return await self._act(self.sync.resume)
+
+    async def ainterrupt(self) -> AsyncHandle:
+        return await self._act(self.sync.interrupt)
+
+    async def aretry(self) -> AsyncHandle:
+        return await self._act(self.sync.retry)
+
+    async def arerun(self) -> AsyncHandle:
+        return await self._act(self.sync.rerun)
+
+    async def acancel(self, *, confirm: bool) -> None:
+        await _in_sync(self.sync.cancel, confirm=confirm)
