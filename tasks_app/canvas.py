@@ -13,12 +13,12 @@
 From async code (an async view, a Channels consumer) the same canvas is awaited; the ORM and the
 services run off the event loop, so the caller needs no ``sync_to_async``:
 
-    from tasks_app.canvas import AsyncHandle, SignatureFailed, chain, sign, swarm
+    from tasks_app.canvas import SignatureFailed, chain, sign, swarm
 
     handle = await flow.arun(owner=request.user)       # an AsyncHandle; ``flow.asave`` stores only
+    await handle.apause(); await handle.aresume()      # ainterrupt, aretry, arerun, acancel(confirm=True)
     result = await handle.await_result(timeout=30)     # 6; SignatureFailed if it did not complete
     signature = await handle.await_end(timeout=30)     # the Signature, whatever the outcome
-    await handle.apause(); await handle.aresume()      # ainterrupt, aretry, arerun, acancel(confirm=True)
 
     batch = await swarm([], max_concurrency=5, closed=False).arun(owner=user)
     member = await batch.add_task(sign("examples.echo", value=0))       # the member's AsyncHandle
