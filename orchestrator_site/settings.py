@@ -118,7 +118,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: RQ queues and the Channels layer. Unset REDIS_URL means the embedded Redis.
 REDIS_URL = env_str("REDIS_URL") or embedded_redis_url() or "redis://127.0.0.1:6379/0"
-ORCHESTRATOR_QUEUES = ["orchestrator-high", "orchestrator-medium", "orchestrator-low"]
+# Workers read the queues in this order: the task queues, then webhook deliveries (lowest priority).
+ORCHESTRATOR_QUEUES = ["orchestrator-high", "orchestrator-medium", "orchestrator-low", "orchestrator-webhooks"]
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1} for name in ORCHESTRATOR_QUEUES + ["default"]}
 RQ = {"WORKER_CLASS": "tasks_app.worker.OrchestratorWorker", "COMMIT_MODE": "auto"}
 # The pub/sub layer: lower latency for many watchers, and no idle-socket read timeouts
@@ -213,6 +214,11 @@ LOGGING = {
         "rq.worker": {"handlers": ["console"], "level": "WARNING"},
     },
 }
+
+# Webhooks: loopback, private, link-local and other non-global destinations are refused unless allowed;
+# each delivery (DNS, connect, request, answer) ends within the deadline, in seconds.
+ORCHESTRATOR_WEBHOOK_ALLOW_PRIVATE = env_bool("ORCHESTRATOR_WEBHOOK_ALLOW_PRIVATE", False)
+ORCHESTRATOR_WEBHOOK_DEADLINE = env_float("ORCHESTRATOR_WEBHOOK_DEADLINE", 10.0)
 
 # The orchestrator's own knobs.
 ORCHESTRATOR = {

@@ -8,6 +8,8 @@ it from every other node), so a whole workflow is one indexed query.
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -457,6 +459,10 @@ class Notification(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     read_at = models.DateTimeField(null=True, blank=True)
     deliveries = models.JSONField(default=dict, blank=True)  # channel -> "sent" | "failed: ..." | "queued"
+    # The webhook's last claimed attempt, and when the next one is due (null: none pending). Kept here,
+    # not only in RQ's scheduler, so a Redis flush loses no retry (notifications.reschedule_due_deliveries).
+    webhook_attempt = models.PositiveSmallIntegerField(default=0)
+    webhook_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -464,6 +470,10 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+def new_webhook_secret() -> str:
+    return secrets.token_urlsafe(32)
 
 
 class NotificationPreference(models.Model):
@@ -476,6 +486,7 @@ class NotificationPreference(models.Model):
     email = models.BooleanField(default=False)
     email_long_task_seconds = models.PositiveIntegerField(default=600)
     webhook_url = models.URLField(blank=True, max_length=500)
+    webhook_secret = models.CharField(max_length=100, default=new_webhook_secret)  # HMAC key of the signature
 
     def __str__(self) -> str:
         return f"notification preferences of {self.user}"

@@ -75,7 +75,7 @@ def test_csv_is_an_attachment(owner_client, chain):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     assert response["Content-Disposition"] == f'attachment; filename="task-{chain.pk}-logs.csv"'
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    rows = list(csv.DictReader(io.StringIO(response.getvalue().decode())))
     assert [(r["level"], r["message"]) for r in rows] == [("ERROR", "customers table is locked")]
 
 
@@ -84,7 +84,7 @@ def test_text_is_an_attachment(owner_client, chain):
 
     assert response["Content-Type"].startswith("text/plain")
     assert response["Content-Disposition"].endswith('.txt"')
-    lines = response.content.decode().splitlines()
+    lines = response.getvalue().decode().splitlines()
     assert len(lines) == 3 and "WARNING" in lines[2] and "slow disk" in lines[2]
 
 

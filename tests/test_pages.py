@@ -550,7 +550,7 @@ def test_logs_export(owner, logged, fmt, content_type, marker):
     response = web(owner).get(reverse("task_logs_export", args=[logged.pk]) + f"?format={fmt}&level=ERROR")
     assert response["Content-Type"].startswith(content_type)
     assert f'filename="task-{logged.pk}-logs.' in response["Content-Disposition"]
-    body = response.content.decode()
+    body = response.getvalue().decode()
     assert marker in body and "loading customers" not in body
     if fmt == "json":
         assert [e["message"] for e in json.loads(body)] == ["customer import failed"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -48,14 +48,14 @@ def task_logs(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def task_logs_export(request: HttpRequest, pk: int) -> HttpResponse:
+def task_logs_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The filtered logs as a JSON, CSV or text download."""
     sig = get_signature(request, pk)
     fmt = request.GET.get("format", "text")
     if fmt not in FORMATS:
         fmt = "text"
     _, scope, entries, _ = _entries(request, sig)
-    body, content_type = logs.export(entries.iterator(), fmt)
-    response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
+    chunks, content_type = logs.export_stream(entries, fmt)
+    response = StreamingHttpResponse(chunks, content_type=f"{content_type}; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="task-{scope.pk}-logs.{FORMATS[fmt]}"'
     return response
