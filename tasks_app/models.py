@@ -85,12 +85,34 @@ class CallbackOn(models.TextChoices):
 TOP_LEVEL = Q(parent__isnull=True, callback_of__isnull=True)
 
 
+VIEW_ALL_TASKS = "tasks_app.view_signature"
+CONTROL_ALL_TASKS = "tasks_app.change_signature"
+
+
+def sees_all_tasks(user) -> bool:
+    """Other users' tasks are shown to staff holding the model's view (or change) permission, as in the
+    admin; superusers hold every permission. Others are not asked: no permission query per request."""
+    return user.is_superuser or (user.is_staff and (user.has_perm(VIEW_ALL_TASKS) or user.has_perm(CONTROL_ALL_TASKS)))
+
+
+def controls_all_tasks(user) -> bool:
+    """Other users' tasks obey staff holding the model's change permission; ``is_staff`` alone grants nothing."""
+    return user.is_superuser or (user.is_staff and user.has_perm(CONTROL_ALL_TASKS))
+
+
+def may_control(user, sig: Signature) -> bool:
+    return sig.owner_id == user.pk or controls_all_tasks(user)
+
+
 class SignatureQuerySet(models.QuerySet):
     def top_level(self) -> SignatureQuerySet:
         return self.filter(parent__isnull=True, callback_of__isnull=True)
 
     def visible_to(self, user) -> SignatureQuerySet:
-        return self if user.is_staff else self.filter(owner=user)
+        return self if sees_all_tasks(user) else self.filter(owner=user)
+
+    def controllable_by(self, user) -> SignatureQuerySet:
+        return self if controls_all_tasks(user) else self.filter(owner=user)
 
     def live(self) -> SignatureQuerySet:
         return self.filter(delete_after__isnull=True)

@@ -71,7 +71,22 @@ def stranger(db):
 
 @pytest.fixture
 def staff(db):
+    """Staff without model permissions: the admin's door opens, but other users' tasks stay hidden."""
     return make_user("staff", is_staff=True)
+
+
+def grant(user, *codenames: str):
+    """The user (fetched afresh: Django caches permissions) with these ``tasks_app`` permissions added."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="tasks_app", codename__in=codenames))
+    return get_user_model().objects.get(pk=user.pk)
+
+
+@pytest.fixture
+def operator(db):
+    """Staff who see and control every user's tasks (``view_signature`` and ``change_signature``)."""
+    return grant(make_user("operator", is_staff=True), "view_signature", "change_signature")
 
 
 @pytest.fixture
@@ -98,6 +113,11 @@ def stranger_client(stranger) -> APIClient:
 @pytest.fixture
 def staff_client(staff) -> APIClient:
     return client_for(staff)
+
+
+@pytest.fixture
+def operator_client(operator) -> APIClient:
+    return client_for(operator)
 
 
 @pytest.fixture

@@ -50,14 +50,14 @@ def test_range_and_since_choose_the_window(owner_client, owner):
     assert owner_client.get("/api/metrics/", {"range": "1y"}).status_code == 400
 
 
-def test_staff_metrics_cover_everyone(owner, stranger, staff_client):
+def test_staff_metrics_cover_everyone(owner, stranger, operator_client):
     finished(make(owner, ECHO), Status.COMPLETED, 1)
     finished(make(stranger, ECHO), Status.COMPLETED, 1)
 
-    assert staff_client.get("/api/metrics/").json()["counts"]["completed"] == 2
+    assert operator_client.get("/api/metrics/").json()["counts"]["completed"] == 2
 
 
-def test_resume_reports_show_users_only_their_own_items(owner, owner_client, stranger, staff_client):
+def test_resume_reports_show_users_only_their_own_items(owner, owner_client, stranger, operator_client):
     mine, theirs = make(owner, ECHO), make(stranger, ECHO)
     ResumeReport.objects.create(
         trigger="worker start",
@@ -66,7 +66,7 @@ def test_resume_reports_show_users_only_their_own_items(owner, owner_client, str
     ResumeReport.objects.create(trigger="periodic", skipped=[{"task_id": theirs.pk, "title": "theirs"}])
 
     own_view = owner_client.get("/api/resume-reports/").json()
-    staff_view = staff_client.get("/api/resume-reports/").json()
+    staff_view = operator_client.get("/api/resume-reports/").json()
 
     assert own_view["count"] == 1
     assert own_view["results"][0]["resumed"] == [{"task_id": mine.pk, "title": "mine"}]

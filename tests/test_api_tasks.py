@@ -273,11 +273,11 @@ class TestOwnership:
         assert other.get("/api/tasks/").json()["count"] == 0
         assert other.get("/api/tasks/", {"parent": sig.pk}).json()["count"] == 0
 
-    def test_staff_see_and_control_everything(self, owner, colleague, staff_client):
+    def test_staff_with_the_permissions_see_and_control_everything(self, owner, colleague, operator_client):
         make(owner, ECHO), make(colleague, ECHO)
         sig = make(owner, ECHO)
 
-        admin = staff_client
+        admin = operator_client
 
         assert admin.get("/api/tasks/").json()["count"] == 3
         assert admin.post(url(sig, "pause")).status_code == 200

@@ -63,8 +63,9 @@ class Row:
 
 
 def own(route: str, method: str, path: str, ok: Answer, body: dict | None = None) -> Row:
-    """An API endpoint on one of the owner's objects: others get 404, staff act as the owner does."""
-    return Row(route, method, path, ok, 404, ok, 403, body, as_json=True)
+    """An API endpoint on one of the owner's tasks: others get 404, and so does staff without the model's
+    permissions (tests/test_hardening_ops.py covers staff who hold them)."""
+    return Row(route, method, path, ok, 404, 404, 403, body, as_json=True)
 
 
 def per_user(route: str, method: str, path: str, ok: Answer, body: dict | None = None) -> Row:
@@ -73,6 +74,11 @@ def per_user(route: str, method: str, path: str, ok: Answer, body: dict | None =
 
 
 def own_page(route: str, method: str, path: str, ok: Answer, body: dict | None = None) -> Row:
+    return Row(route, method, path, ok, 404, 404, LOGIN, body)
+
+
+def own_definition(route: str, method: str, path: str, ok: Answer, body: dict | None = None) -> Row:
+    """A page on one of the owner's saved graph definitions: staff open every definition."""
     return Row(route, method, path, ok, 404, ok, LOGIN, body)
 
 
@@ -147,9 +153,9 @@ PAGES = [
     page("graph_new", "GET", "/graphs/new/", 200),
     page("graph_validate", "POST", "/graphs/validate/", 200, {"spec": GRAPH}, as_json=True),
     page("graph_params", "GET", "/graphs/params/?task=examples.echo", 200),
-    own_page("graph_edit", "GET", "/graphs/{graph}/edit/", 200),
-    own_page("graph_run", "POST", "/graphs/{graph}/run/", to("/tasks/")),
-    own_page("graph_delete", "POST", "/graphs/{graph}/delete/", to("/graphs/")),
+    own_definition("graph_edit", "GET", "/graphs/{graph}/edit/", 200),
+    own_definition("graph_run", "POST", "/graphs/{graph}/run/", to("/tasks/")),
+    own_definition("graph_delete", "POST", "/graphs/{graph}/delete/", to("/graphs/")),
     page("notification_list", "GET", "/notifications/", 200),
     page("notification_bell", "GET", "/notifications/bell/", 200),
     page("notification_read", "POST", "/notifications/read/", to("/notifications/"), {"all": "yes"}),
@@ -225,7 +231,7 @@ class SocketRow:
 
 SOCKETS = [
     SocketRow("ws-tasks", "/ws/tasks/", OPEN, OPEN, OPEN, 4401),
-    SocketRow("ws-task", "/ws/tasks/{task}/", OPEN, 4404, OPEN, 4401),
+    SocketRow("ws-task", "/ws/tasks/{task}/", OPEN, 4404, 4404, 4401),
 ]
 
 # Named routes with no row of their own, and why.

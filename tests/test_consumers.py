@@ -75,9 +75,9 @@ def test_anonymous_connections_are_refused(owner):
     scenario(run)
 
 
-def test_other_users_tasks_are_refused_and_staff_may_watch(owner, stranger, staff):
+def test_other_users_tasks_are_refused_and_staff_may_watch(owner, stranger, operator):
     owner_cookie = cookie_for(owner)
-    staff_cookie = cookie_for(staff)
+    staff_cookie = cookie_for(operator)
     stranger_cookie = cookie_for(stranger)
     sig = submit(owner)
 
@@ -246,8 +246,8 @@ def test_a_snapshot_can_be_asked_for_again(owner):
     scenario(run)
 
 
-def test_staff_subscribe_to_any_task_and_others_only_to_their_own(owner, stranger, staff):
-    staff_cookie = cookie_for(staff)
+def test_staff_subscribe_to_any_task_and_others_only_to_their_own(owner, stranger, operator):
+    staff_cookie = cookie_for(operator)
     stranger_cookie = cookie_for(stranger)
     sig = submit(owner)
 

@@ -107,13 +107,13 @@ def test_task_pages_are_404_for_another_persons_task(owner, stranger, crm):
     assert crm.status == Status.RUNNING
 
 
-def test_the_list_shows_only_ones_own_tasks_and_staff_see_all(owner, stranger, staff):
+def test_the_list_shows_only_ones_own_tasks_and_staff_see_all(owner, stranger, operator):
     mine, theirs = submit(owner, name="mine-task"), submit(stranger, name="their-task")
     own_page = web(owner).get(reverse("task_list")).content.decode()
     assert "mine-task" in own_page and "their-task" not in own_page
-    staff_page = web(staff).get(reverse("task_list")).content.decode()
+    staff_page = web(operator).get(reverse("task_list")).content.decode()
     assert "mine-task" in staff_page and "their-task" in staff_page
-    assert web(staff).get(reverse("task_detail", args=[theirs.pk])).status_code == 200
+    assert web(operator).get(reverse("task_detail", args=[theirs.pk])).status_code == 200
     assert mine.pk != theirs.pk
 
 

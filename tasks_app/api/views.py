@@ -1,7 +1,8 @@
 """The DRF API (CONTRACT.md §5): each view validates its input and calls one service.
 
 Ownership: every query starts from ``Signature.objects.visible_to(user)``, so another user's
-signature answers 404 and staff see everything.
+signature answers 404; holders of ``tasks_app.view_signature`` see everyone's, and changing another
+user's needs ``tasks_app.change_signature`` (403 otherwise).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..models import Event, ResumeReport, Signature
+from ..models import Event, ResumeReport, Signature, may_control, sees_all_tasks
 from ..registry import all_tasks
 from ..services import approvals, deletion, events, execution, lifecycle, metrics, swarms, tree
 from ..services import logs as task_logs
@@ -108,6 +111,13 @@ class TaskViewSet(ApiView, viewsets.GenericViewSet):
         return queryset.annotate(
             members_count=Coalesce(Subquery(members.values("n"), output_field=IntegerField()), 0),
         )
+
+    def get_object(self) -> Signature:
+        """The signature, if visible (404 otherwise); changing another user's also needs the change permission."""
+        sig = super().get_object()
+        if self.request.method not in SAFE_METHODS and not may_control(self.request.user, sig):
+            raise PermissionDenied("you may view this task but not control it (needs tasks_app.change_signature)")
+        return sig
 
     def get_serializer_class(self) -> type:
         return SignatureListSerializer if self.action == "list" else SignatureDetailSerializer
@@ -449,7 +459,7 @@ class ResumeReportListView(ApiView, generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[ResumeReport] | list[ResumeReport]:
         user = self.request.user
-        if user.is_staff or getattr(self, "swagger_fake_view", False):
+        if getattr(self, "swagger_fake_view", False) or sees_all_tasks(user):
             return ResumeReport.objects.all()
         return reports_about(user)
 

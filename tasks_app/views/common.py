@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 
-from ..models import Signature
+from ..models import Signature, may_control
 from ..services import events
 from ..services.errors import OrchestratorError, SpecError
 
 
 def visible(request: HttpRequest) -> QuerySet[Signature]:
-    """The signatures this person may see and control: their own, or all for staff."""
+    """The signatures this person may see: their own, or all with the view permission."""
     return Signature.objects.visible_to(request.user)
 
 
 def get_signature(request: HttpRequest, pk: int) -> Signature:
     """The signature, or 404 when it does not exist or belongs to someone else."""
     return get_object_or_404(visible(request), pk=pk)
+
+
+def get_controllable(request: HttpRequest, pk: int) -> Signature:
+    """The signature to act on: 404 as ``get_signature``, 403 when it may be seen but not controlled."""
+    sig = get_signature(request, pk)
+    if not may_control(request.user, sig):
+        raise PermissionDenied("Controlling another user's task needs the change permission.")
+    return sig
 
 
 def actor(request: HttpRequest) -> str:

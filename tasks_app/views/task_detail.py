@@ -18,7 +18,7 @@ from ..forms import DecisionForm, DeleteForm, PriorityForm
 from ..models import Signature, Status, StepStatus
 from ..services import approvals, deletion, lifecycle, progress
 from ..services.errors import OrchestratorError, SpecError
-from .common import actor, get_signature, refusal, with_messages
+from .common import actor, get_controllable, get_signature, refusal, with_messages
 
 PARTIALS = {"header", "progress", "info", "members"}
 MEMBERS_PER_PAGE = 50
@@ -173,7 +173,7 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Run one control through its service; a refusal becomes a message, never an error page."""
     if action not in ACTIONS:
         raise Http404("unknown action")
-    sig = get_signature(request, pk)
+    sig = get_controllable(request, pk)
     label = f"#{sig.pk} {sig.title}"
     try:
         messages.success(request, f"{label}: {ACTIONS[action](request, sig)}.")

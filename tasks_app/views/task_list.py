@@ -101,7 +101,7 @@ BULK = {
 
 def _selected(request: HttpRequest) -> list[Signature]:
     ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
-    return list(visible(request).filter(pk__in=ids).order_by("pk"))
+    return list(Signature.objects.controllable_by(request.user).filter(pk__in=ids).order_by("pk"))
 
 
 @login_required
