@@ -11,6 +11,9 @@ import os
 from rq import cron
 
 from tasks_app import jobs
+from tasks_app.cron_json import enqueue_as_json
+
+enqueue_as_json()
 
 cron.register(
     jobs.reconcile,

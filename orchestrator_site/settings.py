@@ -120,7 +120,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL") or embedded_redis_url() or "redis://127.0.0.1:6379/0"
 # Workers read the queues in this order: the task queues, then webhook deliveries (lowest priority).
 ORCHESTRATOR_QUEUES = ["orchestrator-high", "orchestrator-medium", "orchestrator-low", "orchestrator-webhooks"]
-RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1} for name in ORCHESTRATOR_QUEUES + ["default"]}
+# Jobs are JSON (their arguments are ids and strings): a client that can write to Redis cannot make a
+# worker unpickle code. Only the orchestrator's queues exist: nothing enqueues on django-rq's "default".
+RQ_SERIALIZER = "rq.serializers.JSONSerializer"
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1, "SERIALIZER": RQ_SERIALIZER} for name in ORCHESTRATOR_QUEUES}
 RQ = {"WORKER_CLASS": "tasks_app.worker.OrchestratorWorker", "COMMIT_MODE": "auto"}
 # The pub/sub layer: lower latency for many watchers, and no idle-socket read timeouts
 # (redis-py 8 times out the core layer's blocking reads on idle connections). Redis pub/sub

@@ -8,6 +8,9 @@ from __future__ import annotations
 from rq import cron
 
 from . import jobs
+from .cron_json import enqueue_as_json
+
+enqueue_as_json()
 
 # Recovery must not wait behind a backlog of work: reconcile goes first; purge is housekeeping.
 RECONCILE_QUEUE = "orchestrator-high"

@@ -4,13 +4,24 @@ Django permissions."""
 
 from __future__ import annotations
 
+import json
+import zlib
+from pathlib import Path
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
 from django.test import Client
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.serializers import DefaultSerializer
 
 from orchestrator_site.asgi import application
+from tasks_app.models import Status
+from tasks_app.services import transport
 from tests.api_helpers import ECHO, make
+from tests.conftest import client_for, grant
 
 # WebSocket Origin: scheme, host and port ----------------------------------------------------------------
 
@@ -70,3 +81,93 @@ def test_a_host_outside_allowed_hosts_is_refused_and_trusted_origins_are_accepte
     settings.CSRF_TRUSTED_ORIGINS = ["https://app.example.com"]
     assert socket_opens(owner, "h:8000", "https://app.example.com")
     assert not socket_opens(owner, "h:8000", "https://app.example.com:8443")
+
+
+# Staff reach other users' tasks through Django permissions ----------------------------------------------
+
+
+def test_staff_without_the_view_permission_see_only_their_own_tasks(owner, staff, staff_client):
+    theirs, mine = make(owner, ECHO), make(staff, ECHO)
+    listed = [row["id"] for row in staff_client.get("/api/tasks/").json()["results"]]
+    assert listed == [mine.pk]
+    assert staff_client.get(f"/api/tasks/{theirs.pk}/").status_code == 404
+    assert staff_client.post(f"/api/tasks/{theirs.pk}/pause").status_code == 404
+    page = Client()
+    page.force_login(staff)
+    assert page.get(f"/tasks/{theirs.pk}/").status_code == 404
+    listing = page.get("/tasks/").content.decode()
+    assert f"/tasks/{mine.pk}/" in listing and f"/tasks/{theirs.pk}/" not in listing
+
+
+def test_the_view_permission_shows_others_tasks_but_controlling_them_needs_change(owner, staff):
+    theirs = make(owner, ECHO)
+    viewer = client_for(grant(staff, "view_signature"))
+    assert viewer.get(f"/api/tasks/{theirs.pk}/").status_code == 200
+    refused = viewer.post(f"/api/tasks/{theirs.pk}/pause")
+    assert refused.status_code == 403 and "change_signature" in refused.json()["detail"]
+    assert viewer.patch(f"/api/tasks/{theirs.pk}/", {"name": "renamed"}, format="json").status_code == 403
+    page = Client()
+    page.force_login(staff)
+    assert page.post(f"/tasks/{theirs.pk}/pause/").status_code == 403
+    theirs.refresh_from_db()
+    assert theirs.status != Status.PAUSED and theirs.name != "renamed"
+    controller = client_for(grant(staff, "change_signature"))
+    assert controller.post(f"/api/tasks/{theirs.pk}/pause").status_code == 200
+
+
+def test_a_superuser_sees_and_controls_everything_without_explicit_permissions(owner):
+    root = get_user_model().objects.create_superuser("root", "root@example.com", "x" * 12)
+    theirs = make(owner, ECHO)
+    client = client_for(root)
+    assert [row["id"] for row in client.get("/api/tasks/").json()["results"]] == [theirs.pk]
+    assert client.post(f"/api/tasks/{theirs.pk}/pause").status_code == 200
+
+
+# RQ jobs are JSON -------------------------------------------------------------------------------------------
+
+
+class Planted:
+    """What an attacker with write access to Redis plants: unpickling it touches a file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def raw_job_data(connection, job_id: str) -> object:
+    return json.loads(zlib.decompress(connection.hget(f"rq:job:{job_id}", "data")))
+
+
+def test_task_and_service_jobs_are_written_as_json(owner, redis_conn, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        sig = make(owner, ECHO, run=True)
+        transport.enqueue_call("tasks_app.jobs.purge", delay=30)
+    run = sig.runs.get()
+    assert raw_job_data(redis_conn, transport.job_id(run))[0] == transport.EXECUTE
+    assert raw_job_data(redis_conn, transport.job_id(run))[2] == [sig.pk, run.number]
+    delayed = transport.get_queue("orchestrator-high").scheduled_job_registry.get_job_ids()
+    assert [raw_job_data(redis_conn, job)[0] for job in delayed] == ["tasks_app.jobs.purge"]
+
+
+def test_the_periodic_jobs_of_rq_cron_are_written_as_json(redis_conn):
+    from django_rq.cron import DjangoCronScheduler
+
+    scheduler = DjangoCronScheduler()
+    scheduler.load_config_from_file("tasks_app.cron")
+    enqueued = scheduler.enqueue_jobs()
+    assert {job.func_name for job in enqueued} == {"tasks_app.jobs.reconcile", "tasks_app.jobs.purge"}
+    queued = transport.get_queue("orchestrator-high").jobs
+    assert [job.func_name for job in queued] == ["tasks_app.jobs.reconcile"]
+    assert raw_job_data(redis_conn, queued[0].id)[0] == "tasks_app.jobs.reconcile"
+
+
+@pytest.mark.e2e
+def test_a_pickled_job_planted_in_redis_runs_no_code_in_a_worker(workers, redis_conn, tmp_path):
+    touched = tmp_path / "unpickled"
+    planted = Queue("orchestrator-high", connection=redis_conn, serializer=DefaultSerializer)
+    planted.enqueue("tasks_app.jobs.purge", Planted(touched), job_id="planted")
+    workers.burst(args=["--no-reconcile"])
+    assert not touched.exists()
+    assert Job.fetch("planted", connection=redis_conn).get_status() == JobStatus.FAILED

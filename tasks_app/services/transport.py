@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from redis.driver_info import DriverInfo
 from rq.job import Job
+from rq.serializers import Serializer, resolve_serializer
 
 from ..models import Priority, Run
 
@@ -58,7 +59,13 @@ def connection(queue: str) -> redis.Redis:
 
 
 def get_queue(name: str):
-    return django_rq.get_queue(name, commit_mode="auto", connection=connection(name))
+    """The queue, with the serializer RQ_QUEUES gives it (JSON), on the process's shared client."""
+    return django_rq.get_queue(name, commit_mode="auto", connection=connection(name), serializer=serializer(name))
+
+
+def serializer(queue: str) -> Serializer:
+    """How jobs of this queue are written: read them with it too (``Job.fetch`` defaults to pickle)."""
+    return resolve_serializer(settings.RQ_QUEUES[queue].get("SERIALIZER"))
 
 
 def job_id(run: Run) -> str:
@@ -107,7 +114,7 @@ def cancel_job(run: Run) -> None:
 
     def send() -> None:
         try:
-            Job.fetch(job_id(run), connection=connection(run.queue)).cancel()
+            Job.fetch(job_id(run), connection=connection(run.queue), serializer=serializer(run.queue)).cancel()
         except Exception:  # the job may be gone already; the claim guard covers it
             pass
 
@@ -121,7 +128,7 @@ def move_job(run: Run, new_queue: str) -> None:
     def send() -> None:
         get_queue(old_queue).remove(job_id(run))
         try:
-            job = Job.fetch(job_id(run), connection=connection(old_queue))
+            job = Job.fetch(job_id(run), connection=connection(old_queue), serializer=serializer(old_queue))
         except Exception:
             job = None
         if job is not None:

@@ -42,6 +42,7 @@ class Command(BaseCommand):
             worker_ttl=30,
             job_monitoring_interval=5,
         )
+            serializer=rq_queues[0].serializer,
         worker.work(burst=options["burst"], with_scheduler=options["with_scheduler"], logging_level="WARNING")
 
     def reconcile(self) -> None:
