@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import platform
 import signal
@@ -29,7 +30,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR = BASE_DIR / "var" / "bench"
 MANAGE = BASE_DIR / "manage.py"
 ORCHESTRATOR_QUEUES = ("orchestrator-high", "orchestrator-medium", "orchestrator-low")
-PLAIN_QUEUE = "default"  # configured in RQ_QUEUES and unused by the orchestrator
+# Configured in RQ_QUEUES, and idle during a benchmark (no webhooks are sent): django-rq's "default" is not.
+PLAIN_QUEUE = "orchestrator-webhooks"
 SIMPLE_WORKER = "rq.worker.SimpleWorker"
 RQ_WORKER = "rq.worker.Worker"  # RQ's own forking worker, without the orchestrator's heartbeat rows
 # Runs a management command after importing extra modules (bench tasks) in the worker parent.
@@ -52,6 +54,14 @@ def parser(doc: str | None, *, n: int, workers: int | None = 2) -> argparse.Argu
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def celery_installed() -> bool:
+    """Whether the Celery baselines can run (``pip install -r requirements-bench.txt``); says so when not."""
+    if importlib.util.find_spec("celery") is not None:
+        return True
+    print("# Celery legs skipped: Celery is not installed (pip install -r requirements-bench.txt)")
+    return False
 
 
 # Environment ----------------------------------------------------------------------------------
@@ -181,13 +191,15 @@ class Bench:
 
     def spawn(self, args: Sequence[str], imports: Sequence[str] = ()) -> subprocess.Popen:
         """``manage.py ARGS`` (after importing ``imports`` in the parent) as a subprocess logging to var/bench/logs."""
+        if imports:
+            return self.popen([sys.executable, "-c", LAUNCHER, ",".join(imports), *args])
+        return self.popen([sys.executable, str(MANAGE), *args])
+
+    def popen(self, command: Sequence[str]) -> subprocess.Popen:
+        """Any command (a Celery worker, ``manage.py orchestrate``), started and stopped like the workers."""
         from tasks_app.embedded_redis import die_with_parent
 
         self.spawned += 1
-        if imports:
-            command = [sys.executable, "-c", LAUNCHER, ",".join(imports), *args]
-        else:
-            command = [sys.executable, str(MANAGE), *args]
         log = self.log_dir / f"{self.name}-{self.spawned}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -225,7 +237,9 @@ class Bench:
         extra = ["--burst"] if burst else []
         if worker_class is None:
             return ["worker", "--no-reconcile", "--name", name, *extra, *(["--queues", *queues] if queues else [])]
-        return ["rqworker", *(queues or ORCHESTRATOR_QUEUES), "--worker-class", worker_class, "--name", name, *extra]
+        queues = queues or ORCHESTRATOR_QUEUES
+        serializer = ["--serializer", rq_serializer(queues[0])]
+        return ["rqworker", *queues, "--worker-class", worker_class, "--name", name, *serializer, *extra]
 
     def registered_workers(self) -> set[str]:
         from rq import Worker
@@ -293,6 +307,13 @@ class Bench:
             f"# database: {self.database_label()}  ·  redis: {self.redis_label()}  ·  "
             f"load average {os.getloadavg()[0]:.2f} (other processes share the cores)"
         )
+
+
+def rq_serializer(queue: str) -> str:
+    """The serializer RQ_QUEUES gives a queue (rqworker uses its own default unless told)."""
+    from django.conf import settings
+
+    return settings.RQ_QUEUES[queue].get("SERIALIZER") or "rq.serializers.DefaultSerializer"
 
 
 # Orchestrator ---------------------------------------------------------------------------------
@@ -379,9 +400,9 @@ def clear_queues(bench: Bench) -> None:
 
 
 def plain_queue(bench: Bench):
-    from rq import Queue
+    import django_rq
 
-    return Queue(PLAIN_QUEUE, connection=bench.redis())
+    return django_rq.get_queue(PLAIN_QUEUE, connection=bench.redis())  # with the configured serializer
 
 
 def enqueue_plain(queue, n: int) -> list[str]:

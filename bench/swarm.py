@@ -1,10 +1,13 @@
 """Swarm: one closed swarm of N no-op members (max_concurrency 50) versus N plain RQ jobs, same workers.
 
-Both legs use ``manage.py worker`` (tasks_app.worker.OrchestratorWorker, forking) with the same
-number of workers, registered before the clock starts. Orchestrator: from the submit call to the
-swarm's finished_at (set in the transaction that ends its last member). Plain RQ: from
-``enqueue_many`` to the last job's ended_at. The brief's size is ``--n 2000``; the default is
-smaller so that a run stays near a minute on two cores.
+The orchestrator and the first plain-RQ leg use ``manage.py worker`` (tasks_app.worker.OrchestratorWorker,
+forking) with the same number of workers, registered before the clock starts; the second plain-RQ
+leg runs the same jobs on as many RQ ``SimpleWorker``s (no fork); the Celery leg is one prefork
+worker with concurrency = the worker count, a chord of N no-op tasks (Redis broker and result
+backend; skipped when Celery is not installed). Orchestrator: from the submit call to the swarm's
+finished_at (set in the transaction that ends its last member). Plain RQ: from ``enqueue_many`` to
+the last job's ended_at. Celery: from sending the chord to its callback's date_done. The brief's
+size is ``--n 2000``; the default is smaller so that a run stays near a minute on two cores.
 """
 
 from __future__ import annotations
@@ -58,12 +61,29 @@ def member_end_cost(n: int, max_concurrency: int, sample: int) -> tuple[float, f
     return common.percentile(ms, 50), common.percentile(ms, 95), sum(q for _, q in calls["member end"]) / len(ms)
 
 
+def baselines(bench: common.Bench, n: int, workers: int) -> list[tuple[str, float]]:
+    """(label, seconds) of each baseline leg: plain RQ forking, plain RQ SimpleWorker, Celery prefork."""
+    legs = [
+        ("plain RQ (enqueue_many), forking", common.run_plain(bench, n, workers)),
+        (
+            "plain RQ (enqueue_many), SimpleWorker",
+            common.run_plain(bench, n, workers, worker_class=common.SIMPLE_WORKER),
+        ),
+    ]
+    if common.celery_installed():
+        from bench import celery_app
+
+        seconds = celery_app.run_chord(bench, n, celery_app.noop.s(), pool="prefork", concurrency=workers)
+        legs.append((f"Celery chord, prefork --concurrency {workers}", seconds))
+    return legs
+
+
 def main() -> None:
     p = common.parser(__doc__, n=500)
     p.add_argument("--max-concurrency", type=int, default=50)
     args = p.parse_args()
     with common.session("swarm") as bench:
-        plain = common.run_plain(bench, args.n, args.workers)
+        legs = baselines(bench, args.n, args.workers)
         ids: list[int] = []
 
         def submit() -> list[int]:
@@ -72,23 +92,18 @@ def main() -> None:
 
         orchestrated = common.run_orchestrator(bench, submit, args.workers)
         span, overlap = member_spread(ids[0])
-        rows = [
-            ("plain RQ (enqueue_many)", args.n, plain, args.n / plain, "", ""),
-            (
-                f"orchestrator swarm, max_concurrency={args.max_concurrency}",
-                args.n,
-                orchestrated,
-                args.n / orchestrated,
-                span,
-                f"{overlap:.2f}",
-            ),
-        ]
+        rows = [(label, args.n, seconds, args.n / seconds, "", "") for label, seconds in legs]
+        label = f"orchestrator swarm, max_concurrency={args.max_concurrency}"
+        rows.append((label, args.n, orchestrated, args.n / orchestrated, span, f"{overlap:.2f}"))
         common.table(
             ["leg", "jobs", "seconds", "jobs/s", "members' span s", "mean running"],
             rows,
             title=f"Swarm of {args.n} no-op members on {args.workers} workers",
         )
-        print(f"ratio orchestrator / plain RQ: {common.ratio_label(plain / orchestrated, TARGET)}")
+        for label, seconds in legs:
+            ratio = seconds / orchestrated
+            verdict = common.ratio_label(ratio, TARGET) if label == legs[0][0] else f"{ratio:.2f}"
+            print(f"ratio orchestrator / {label} (its seconds over the orchestrator's): {verdict}")
         common.clear_queues(bench)
         sizes = sorted({min(200, args.n), args.n})
         costs = [(f"{size:,} members", *member_end_cost(size, args.max_concurrency, 100)) for size in sizes]
