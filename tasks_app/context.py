@@ -2,15 +2,23 @@
 
 Every ``ctx`` call that reports progress is also a checkpoint: the place where a pause requested
 from outside takes effect (``PauseRequested`` ends the run, its state kept for resume).
+
+An ``async def`` task uses the awaitable variants (``await ctx.aprogress(...)``, ``acheckpoint``,
+``asave_state``, ``async with ctx.astep(...)``, ``arequest_approval``): each runs the sync call
+in a thread of the worker's database pool, so the event loop never waits on the database.
+Logging (``ctx.log`` or any logger) only appends to a buffer that a flusher thread writes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import logging
 import time
-from contextlib import contextmanager
-from typing import Any, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -62,6 +70,19 @@ class StepHandle:
         self.step.progress = max(self.step.progress, min(100.0, float(percent)))
         self._ctx._report()
 
+    async def asubstep_done(self, name: str) -> None:
+        await off_loop(self.substep_done, name)
+
+    async def aprogress(self, percent: float) -> None:
+        await off_loop(self.progress, percent)
+
+
+async def off_loop(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Run a sync ``ctx`` call in the loop's executor (the worker's database threads), with the
+    caller's context variables, so its log records still reach the run's log."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(None, call)
+
 
 class TaskContext:
     def __init__(self, signature: Signature, run: Run, logger: logging.Logger | None = None):
@@ -74,6 +95,9 @@ class TaskContext:
         self._last_control = 0.0
         self._dirty = False
         self._eta: int | None = None
+        # Set from outside for a task that runs in a thread beside others (it cannot be killed):
+        # "interrupt" or "timeout", raised at its next ctx call.
+        self.stop_reason: str | None = None
 
     @functools.cached_property
     def _steps(self) -> list[Step]:
@@ -86,8 +110,11 @@ class TaskContext:
 
     # Progress ---------------------------------------------------------------------------------
 
-    def progress(self, percent: float, message: str | None = None) -> None:
-        """Report overall progress of a task without declared steps (0-100, never backwards)."""
+    def progress(self, percent: float, message: str | None = None, *, state: Any = None) -> None:
+        """Report overall progress of a task without declared steps (0-100, never backwards);
+        ``state`` saves a checkpoint first."""
+        if state is not None:
+            self.save_state(state)
         before = self._percent
         self._percent = max(self._percent, min(100.0, float(percent)))
         if message:
@@ -220,7 +247,48 @@ class TaskContext:
         self.checkpoint_data = state
         Signature.objects.filter(pk=self.signature.pk).update(checkpoint=state)
 
+    async def aprogress(self, percent: float, message: str | None = None, *, state: Any = None) -> None:
+        """``progress`` from an async task; ``state`` saves a checkpoint in the same trip."""
+        if state is not None:
+            self.checkpoint_data = state
+        await off_loop(self.progress, percent, message, state=state)
+
+    async def acheckpoint(self, state: Any = None) -> None:
+        await off_loop(self.checkpoint, state)
+
+    async def asave_state(self, state: Any) -> None:
+        self.checkpoint_data = state
+        await off_loop(self.save_state, state)
+
+    @asynccontextmanager
+    async def astep(self, name: str, substeps: list[str] | None = None,
+                    weight: float | None = None) -> AsyncIterator[StepHandle]:
+        """``step`` for an async task: entering and leaving the step run off the loop."""
+        manager = self.step(name, substeps, weight)
+        handle = await off_loop(manager.__enter__)
+        try:
+            yield handle
+        except BaseException as exc:
+            if not await off_loop(manager.__exit__, type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await off_loop(manager.__exit__, None, None, None)
+
+    async def arequest_approval(self, title: str, details: str = "", timeout: float | None = None,
+                                default: str = "reject") -> bool:
+        return await off_loop(self.request_approval, title, details, timeout, default)
+
+    async def arequire_approval(self, title: str, details: str = "", timeout: float | None = None,
+                                default: str = "reject") -> None:
+        await off_loop(self.require_approval, title, details, timeout, default)
+
     def _check_control(self, force: bool = False) -> None:
+        if self.stop_reason == "interrupt":
+            raise StopRequested()
+        if self.stop_reason == "timeout":
+            from rq.timeouts import JobTimeoutException
+
+            raise JobTimeoutException("the task exceeded its timeout")
         now = time.monotonic()
         if not force and now - self._last_control < 0.2:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -52,6 +53,32 @@ def sleep(ctx, seconds: float, step: float = 1):
         done += chunk
         ctx.save_state({"slept": done})
         ctx.progress(100.0 * done / seconds if seconds else 100)
+    return seconds
+
+
+@task("examples.async_sleep", category="examples")
+async def async_sleep(ctx, seconds: float, step: float = 1):
+    """Awaits asyncio.sleep in steps of `step` seconds, with progress and a checkpoint each step."""
+    done = float((ctx.checkpoint_data or {}).get("slept", 0))
+    step = max(float(step), 0.01)
+    while done < seconds:
+        chunk = min(step, seconds - done)
+        await asyncio.sleep(chunk)
+        done += chunk
+        await ctx.aprogress(100.0 * done / seconds if seconds else 100, state={"slept": done})
+    return seconds
+
+
+@task("examples.thread_sleep", category="examples", threads=True)
+def thread_sleep(ctx, seconds: float, step: float = 1):
+    """Sleeps in blocking calls in a worker's thread pool (threads=True), with progress and a checkpoint each step."""
+    done = float((ctx.checkpoint_data or {}).get("slept", 0))
+    step = max(float(step), 0.01)
+    while done < seconds:
+        chunk = min(step, seconds - done)
+        time.sleep(chunk)
+        done += chunk
+        ctx.progress(100.0 * done / seconds if seconds else 100, state={"slept": done})
     return seconds
 
 

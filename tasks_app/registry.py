@@ -29,6 +29,18 @@ class TaskDef:
     steps: tuple[str, ...] = ()
     description: str = ""
     params: tuple[dict, ...] = field(default_factory=tuple)
+    threads: bool = False
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    @property
+    def runs_in_slot(self) -> bool:
+        """Whether a worker with ``--concurrency`` above 1 runs it beside others in its process (an
+        ``async def`` task on its event loop, a ``threads=True`` task in its thread pool); the
+        other tasks keep a forked work horse each."""
+        return self.is_async or self.threads
 
     @property
     def accepts_any_kwargs(self) -> bool:
@@ -87,11 +99,18 @@ def task(
     priority: str = Priority.MEDIUM,
     category: str = "",
     steps: list[str] | tuple[str, ...] = (),
+    threads: bool = False,
 ) -> Callable[[Callable], Callable]:
-    """Register ``fn(ctx, **kwargs)`` under ``name`` (default: module.function)."""
+    """Register ``fn(ctx, **kwargs)`` under ``name`` (default: module.function).
+
+    ``fn`` may be an ``async def``. ``threads=True`` lets a sync task that blocks on I/O run in a
+    worker's thread pool beside other tasks instead of in a forked horse of its own (it then stops
+    on interrupt at its next ``ctx`` call, not at once)."""
 
     def decorate(fn: Callable) -> Callable:
         task_name = name or f"{fn.__module__}.{fn.__name__}"
+        if threads and inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{task_name}: threads=True is for sync functions; an async def task runs on the loop")
         _REGISTRY[task_name] = TaskDef(
             name=task_name,
             fn=fn,
@@ -103,6 +122,7 @@ def task(
             steps=tuple(steps),
             description=inspect.getdoc(fn) or "",
             params=_describe_params(fn),
+            threads=threads,
         )
         fn.task_name = task_name
         return fn

@@ -14,7 +14,9 @@ import gc
 import logging
 import os
 import socket
+import sys
 import time
+import traceback
 
 import redis
 from django.conf import settings
@@ -22,10 +24,13 @@ from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 from rq import Worker
 from rq.command import parse_payload
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import now, utcformat
 
+from . import slots
 from .models import WorkerProcess
+from .slots import Slots
 
 log = logging.getLogger(__name__)
 # Redis going away for a while (a restart, a network cut) must not end a worker: it keeps its horse
@@ -46,9 +51,64 @@ def preload() -> None:
 
 
 class OrchestratorWorker(Worker):
+    """``concurrency`` above 1: async and ``threads=True`` tasks run in slots of this process
+    (:mod:`tasks_app.slots`), up to that many at once; other jobs fork a horse as before."""
+
+    concurrency = 1
+    slots: Slots | None = None
+    _for_horse: list = []  # jobs taken with a batch for slots that need a horse, in order
+
     def work(self, *args, **kwargs):
         preload()
+        os.environ["RQ_WORKER_ID"] = self.name  # what a claim records as the run's worker
+        if self.concurrency > 1:
+            self.slots = Slots(self, self.concurrency)
+            # The main thread and the database threads wait on sockets: after each answer, a thread
+            # waits for the GIL up to this interval (5 ms by default) while the others compute.
+            sys.setswitchinterval(0.001)
         return super().work(*args, **kwargs)
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """With slots: task jobs at the heads of the queues are taken as many at once as slots are
+        free and started in them; a job for a horse is returned to RQ's loop, which forks for it.
+        A burst worker with tasks in flight waits for them (they queue the next members) before it
+        finds the queues empty."""
+        if self.slots is None:
+            return self._dequeue(timeout, max_idle_time)
+        while True:
+            if self._for_horse:
+                return self._for_horse.pop(0)
+            taken = self.slots.take(self.slots.wait_free())
+            if taken is not None:
+                self._for_horse = taken
+                continue
+            result = self._dequeue(timeout, max_idle_time)
+            if result is not None or not self.slots.busy():
+                return result
+            self.slots.wait_for_change()
+
+    def execute_job(self, job, queue):
+        if self.slots is not None and job.id.startswith(FollowUps.PREFIX):
+            try:
+                kind = slots.slot_kinds([job]).get(job.id)
+            except DatabaseError as exc:  # the horse's claim meets the same error and leaves the run for auto-resume
+                log.warning("worker %s: task of job %s not read: %s", self.name, job.id, exc)
+                kind = None
+            if kind is not None:
+                self.slots.start([(job, queue, kind == "thread")])
+                return
+        self._execute_in_horse(job, queue)
+
+    def set_state(self, state, pipeline=None):
+        """RQ writes the state before every dequeue and job; with slots only a change is written."""
+        if self.slots is not None and pipeline is None and state == getattr(self, "_state", None):
+            return
+        super().set_state(state, pipeline=pipeline)
+
+    def teardown(self):
+        if self.slots is not None:
+            self.slots.shutdown(grace=settings.ORCHESTRATOR["SHUTDOWN_GRACE"])
+        super().teardown()
 
     def fork_work_horse(self, job, queue):
         connections.close_all()
@@ -67,7 +127,7 @@ class OrchestratorWorker(Worker):
             FollowUps(self).run()
         return done
 
-    def execute_job(self, job, queue):
+    def _execute_in_horse(self, job, queue):
         """As RQ's, but a Redis outage while the horse runs is waited out instead of ending the worker."""
         try:
             super().execute_job(job, queue)
@@ -85,6 +145,9 @@ class OrchestratorWorker(Worker):
     def handle_payload(self, message):
         """A stop command for the follow-up job the horse is running kills the horse, as for its first job."""
         payload = parse_payload(message)
+        if payload.get("command") == "stop-job" and self.slots is not None and self.slots.stop(payload.get("job_id")):
+            log.info("worker %s: stopping task job %s", self.name, payload["job_id"])
+            return
         if payload.get("command") == "stop-job" and payload.get("job_id") == FollowUps(self).current():
             log.info("worker %s: stopping follow-up job %s", self.name, payload["job_id"])
             self.kill_horse()
@@ -92,6 +155,13 @@ class OrchestratorWorker(Worker):
         super().handle_payload(message)
 
     def heartbeat(self, timeout=None, pipeline=None):
+        if self.slots is not None and pipeline is None and timeout is None:
+            # RQ beats around every dequeue and job: a round trip each, which a busy loop of slots
+            # makes slow (the main thread waits for the GIL after each). Once a second is enough.
+            beaten, self._last_rq_beat = getattr(self, "_last_rq_beat", 0.0), time.monotonic()
+            if self._last_rq_beat - beaten < 1.0:
+                self._last_rq_beat = beaten
+                return
         try:
             super().heartbeat(timeout=timeout, pipeline=pipeline)
         except REDIS_DOWN as exc:
@@ -114,7 +184,7 @@ class OrchestratorWorker(Worker):
                 self.beat()
                 time.sleep(1)
 
-    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+    def _dequeue(self, timeout, max_idle_time=None):
         """RQ retries a lost connection while it waits, but not when it marks itself idle first."""
         while True:
             try:
@@ -183,7 +253,7 @@ for i = 2, #KEYS do
     redis.call('LPOP', KEYS[i])
     redis.call('HSET', 'rq:job:' .. id, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2])
     redis.call('SET', KEYS[1], id, 'EX', ARGV[3])
-    return id
+    return {id, KEYS[i]}
   end
 end
 return false
@@ -199,11 +269,10 @@ class FollowUps:
     this worker and named in a marker key while it runs, so a stop command for it kills the horse
     (:meth:`OrchestratorWorker.handle_payload`), and a horse that dies in the middle leaves its
     job ``failed`` (:meth:`fail_cut_off`), which the reconciler reads as it reads any ended job.
-    A finished follow-up keeps its job for a minute, as RQ keeps a finished job's result.
+    Each is performed with RQ's bookkeeping of a job, as if the worker had forked for it.
     """
 
     PREFIX = "orch-"  # transport.job_id(): the jobs of runs
-    RESULT_TTL = 60
 
     def __init__(self, worker: Worker):
         self.worker = worker
@@ -215,36 +284,66 @@ class FollowUps:
         return value.decode() if value else None
 
     def run(self) -> None:
-        from .jobs import execute
-
         deadline = time.monotonic() + settings.ORCHESTRATOR["HORSE_SECONDS"]
         pop = self.connection.register_script(POP_FOLLOW_UP)
-        keys = [self.marker] + [q.key for q in self.worker.queues]
+        queues = {q.key: q for q in self.worker.queues}
+        keys = [self.marker, *queues]
         while time.monotonic() < deadline:
-            job_id = pop(keys=keys, args=[self.worker.name, utcformat(now()), 86400])
-            if not job_id:
+            popped = pop(keys=keys, args=[self.worker.name, utcformat(now()), 86400])
+            if not popped:
                 return
-            job_id = job_id.decode()
+            job_id, queue_key = (value.decode() for value in popped)
             log.debug("worker %s: follow-up %s", self.worker.name, job_id)
             _, signature_id, number = job_id.rsplit("-", 2)
-            try:
-                execute(int(signature_id), int(number))
-            except Exception:  # as RQ does for a job: logged, marked failed; the reconciler resumes its run
-                log.exception("worker %s: follow-up job %s failed", self.worker.name, job_id)
-                self.end(job_id, JobStatus.FAILED)
+            if self.worker.concurrency > 1 and slots.slot_kinds([Job(job_id, connection=self.connection)]):
+                self.give_back(job_id, queue_key)  # the worker runs it in a slot, beside others
                 return
-            self.end(job_id, JobStatus.FINISHED)
+            if not self.perform(job_id, queues[queue_key], int(signature_id), int(number)):
+                return
 
-    def end(self, job_id: str, status: JobStatus) -> None:
+    def perform(self, job_id: str, queue, signature_id: int, number: int) -> bool:
+        """Run one follow-up with RQ's own bookkeeping of a job (an execution in the started registry
+        while it runs, then the finished or failed registry and the worker's counters), so operators
+        see it as they see the jobs the worker forked for."""
+        from .jobs import execute
+
+        worker = self.worker
+        job = worker.job_class.fetch(job_id, connection=self.connection, serializer=worker.serializer)
+        execution = worker.prepare_execution(job)
+        worker.prepare_job_execution(job)
+        job.started_at = now()
+        try:
+            execute(signature_id, number)
+        except Exception:  # as RQ does for a job: logged, marked failed; the reconciler resumes its run
+            log.exception("worker %s: follow-up job %s failed", worker.name, job_id)
+            job.ended_at = now()
+            worker.handle_job_failure(job, queue, queue.started_job_registry, traceback.format_exc(), execution)
+            self.connection.delete(self.marker)
+            return False
+        job.ended_at, job._result, job._status = now(), None, JobStatus.FINISHED
+        worker.handle_job_success(job, queue, queue.started_job_registry, execution)
+        self.connection.delete(self.marker)
+        return True
+
+    def give_back(self, job_id: str, queue_key: str) -> None:
         with self.connection.pipeline() as pipe:
-            pipe.hset(Job.key_for(job_id), mapping={"status": status.value, "ended_at": utcformat(now())})
-            pipe.expire(Job.key_for(job_id), self.RESULT_TTL if status == JobStatus.FINISHED else 3600)
+            pipe.hset(Job.key_for(job_id), "status", JobStatus.QUEUED.value)
+            pipe.lpush(queue_key, job_id)
             pipe.delete(self.marker)
             pipe.execute()
 
     def fail_cut_off(self) -> None:
-        """In the worker, after its horse: a follow-up the horse did not end (it died or was stopped)."""
+        """In the worker, after its horse: a follow-up the horse did not end (it died or was stopped)
+        goes to RQ's failed registry; its execution expires from the started registry."""
         job_id = self.current()
-        if job_id:
-            log.warning("worker %s: work horse ended during follow-up job %s", self.worker.name, job_id)
-            self.end(job_id, JobStatus.FAILED)
+        if not job_id:
+            return
+        log.warning("worker %s: work horse ended during follow-up job %s", self.worker.name, job_id)
+        self.connection.delete(self.marker)
+        try:
+            job = self.worker.job_class.fetch(job_id, connection=self.connection, serializer=self.worker.serializer)
+        except NoSuchJobError:
+            return
+        job.ended_at = now()
+        queue = next((q for q in self.worker.queues if q.name == job.origin), self.worker.queues[0])
+        self.worker.handle_job_failure(job, queue, queue.started_job_registry, "work horse ended during the job")

@@ -48,11 +48,13 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
 
-def build_children(*, host: str, port: int, workers: int, web: bool) -> list[Child]:
+def build_children(*, host: str, port: int, workers: int, web: bool, concurrency: int | None = None) -> list[Child]:
     children = [Child("web", [sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
                               "orchestrator_site.asgi:application"], essential=True)] if web else []
     for number in range(1, workers + 1):
         extra = ["--with-scheduler"] if number == 1 else []
+        if concurrency is not None:
+            extra += ["--concurrency", str(concurrency)]
         children.append(Child(f"worker-{number}", [sys.executable, MANAGE, "worker", *extra]))
     children.append(Child("cron", [sys.executable, MANAGE, "rqcron", "tasks_app.cron", "--logging-level", "WARNING"]))
     return children
@@ -192,12 +194,16 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="Address the web server listens on.")
         parser.add_argument("--workers", type=int, default=2, help="Number of RQ worker processes.")
         parser.add_argument("--no-web", action="store_true", help="Run workers and periodic jobs only.")
+        parser.add_argument("--concurrency", type=int, default=None,
+                            help="Async and threads=True tasks in flight per worker (ORCHESTRATOR_CONCURRENCY, 100).")
         parser.add_argument("--grace", type=float, default=5.0,
                             help="Seconds running jobs get to finish on stop before a cold shutdown.")
 
     def handle(self, *args, **options):
         if options["workers"] < 1:
             raise CommandError("--workers must be at least 1")
+        if options["concurrency"] is not None and options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1")
         if not options["no_web"] and port_open(options["host"], options["port"]):
             raise CommandError(f"Port {options['port']} is already in use; choose another with --port or PORT.")
         supervisor = self.supervisor(options)
@@ -221,7 +227,7 @@ class Command(BaseCommand):
             var_dir = Path(settings.VAR_DIR)
             redis = EmbeddedRedis(var_dir / "redis", url_file=var_dir / "redis.url")
         children = build_children(host=options["host"], port=options["port"], workers=options["workers"],
-                                  web=not options["no_web"])
+                                  web=not options["no_web"], concurrency=options["concurrency"])
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")}
         return Supervisor(children, redis=redis, env=env, cwd=Path(settings.BASE_DIR), log=self.stderr.write)
@@ -240,6 +246,10 @@ class Command(BaseCommand):
             time.sleep(0.2)
         return False
 
+    @staticmethod
+    def concurrency(options: dict) -> int:
+        return options["concurrency"] or settings.ORCHESTRATOR["CONCURRENCY"]
+
     def banner(self, supervisor: Supervisor, options: dict) -> None:
         url = f"http://{options['host']}:{options['port']}/"
         web = ["    Web UI      off (--no-web)"]
@@ -253,7 +263,8 @@ class Command(BaseCommand):
             *web,
             f"    Redis       {supervisor.env['REDIS_URL']} ({redis_kind})",
             f"    Database    {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}",
-            f"    Workers     {options['workers']} (worker-1 also runs the RQ scheduler)",
+            f"    Workers     {options['workers']} × {self.concurrency(options)} slots for async tasks"
+            " (worker-1 also runs the RQ scheduler)",
             f"    Periodic    reconcile every {RECONCILE_EVERY} s, purge every {PURGE_EVERY} s",
             "  Press Ctrl-C to stop.",
             "",
