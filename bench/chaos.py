@@ -245,7 +245,7 @@ def diagnose() -> None:
     for run in Run.objects.exclude(signature__status__in=TERMINAL).exclude(status__in=["completed", "lost"]):
         connection = django_rq.get_connection(run.queue)
         job = (
-            Job.fetch(transport.job_id(run), connection=connection)
+            Job.fetch(transport.job_id(run), connection=connection, serializer=transport.serializer(run.queue))
             if Job.exists(transport.job_id(run), connection=connection)
             else None
         )

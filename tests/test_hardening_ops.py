@@ -171,3 +171,15 @@ def test_a_pickled_job_planted_in_redis_runs_no_code_in_a_worker(workers, redis_
     workers.burst(args=["--no-reconcile"])
     assert not touched.exists()
     assert Job.fetch("planted", connection=redis_conn).get_status() == JobStatus.FAILED
+
+
+def test_the_reconcile_pass_reads_a_planted_pickled_job_without_unpickling_it(owner, redis_conn, tmp_path):
+    from tasks_app.services import reconcile
+
+    sig = make(owner, ECHO, run=True)  # queued; its job never reached Redis (the test transaction never commits)
+    run = sig.runs.get()
+    touched = tmp_path / "unpickled"
+    planted = Queue(run.queue, connection=redis_conn, serializer=DefaultSerializer)
+    planted.enqueue(transport.EXECUTE, sig.pk, run.number, job_id=transport.job_id(run), meta={"x": Planted(touched)})
+    assert reconcile.job_exists(run)
+    assert not touched.exists()

@@ -218,7 +218,8 @@ REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 def _job(run: Run) -> Job | None:
     try:
-        return Job.fetch(transport.job_id(run), connection=transport.connection(run.queue))
+        return Job.fetch(transport.job_id(run), connection=transport.connection(run.queue),
+                         serializer=transport.serializer(run.queue))
     except NoSuchJobError:
         return None
 
