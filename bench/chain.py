@@ -8,6 +8,13 @@ horse; the SimpleWorker leg runs every job in the worker process itself. Each ha
 using the RQ job's timestamps: end of step i → job i+1 enqueued (the rest of step i's transaction,
 its commit, the after-commit hooks before the enqueue), → job i+1 started (the horse finishes its
 hooks and pops the job; or the worker reaps the horse, dequeues and forks), → claimed.
+
+Baselines in the same run: a chain of N plain RQ jobs (``bench.plain.noop``, each enqueued with
+``depends_on`` the one before) on the same forking workers and on as many RQ ``SimpleWorker``s,
+whose hand-off is job i's ended_at → job i+1's started_at; and a Celery chain of N no-op tasks on
+one prefork worker with concurrency = the worker count (Redis broker and result backend; skipped
+when Celery is not installed), whose hand-off is step i's return → step i+1's first line, as each
+step records them. The ratios compare the orchestrator's forking leg with each baseline.
 """
 
 from __future__ import annotations
@@ -64,27 +71,78 @@ def leg(bench: common.Bench, n: int, workers: int, worker_class: str | None) -> 
     return seconds, handoffs(step_runs(ids[0]), bench.redis())
 
 
+def plain_chain(bench: common.Bench, n: int, workers: int, worker_class: str | None) -> tuple[float, list[float]]:
+    """n plain RQ jobs, each depending on the one before, on fresh workers: (seconds, hand-offs in ms)."""
+    from rq.job import Job
+
+    from bench.plain import noop
+
+    common.clear_queues(bench)
+    bench.start_workers(workers, queues=[common.PLAIN_QUEUE], worker_class=worker_class)
+    queue = common.plain_queue(bench)
+    started, previous, ids = common.utcnow(), None, []
+    for number in range(n):
+        previous = queue.enqueue(noop, job_id=f"chain-{number}", depends_on=previous, job_timeout=-1, result_ttl=600)
+        ids.append(previous.id)
+    last = bench.wait_for(lambda: common.plain_finished_at(queue, ids), timeout=600, interval=0.05, what="RQ chain")
+    bench.stop_workers()
+    jobs = Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer)
+    return (last - started).total_seconds(), [
+        _ms(a.ended_at, b.started_at) for a, b in zip(jobs, jobs[1:], strict=False)
+    ]
+
+
+def baselines(bench: common.Bench, n: int, workers: int) -> list[tuple[str, float, list[float]]]:
+    """(label, seconds, hand-offs in ms) of each baseline: plain RQ forking and SimpleWorker, Celery prefork."""
+    legs = [
+        ("plain RQ depends_on, fork", *plain_chain(bench, n, workers, None)),
+        ("plain RQ depends_on, SimpleWorker", *plain_chain(bench, n, workers, common.SIMPLE_WORKER)),
+    ]
+    if common.celery_installed():
+        from bench import celery_app
+
+        legs.append(
+            (f"Celery chain, prefork --concurrency {workers}", *celery_app.run_chain(bench, n, concurrency=workers))
+        )
+    return legs
+
+
+def orchestrator_rows(label: str, seconds: float, parts: dict[str, list[float]], n: int) -> list[tuple]:
+    rows = [
+        (
+            label if part == "total" else "",
+            part,
+            len(values),
+            statistics.median(values),
+            common.percentile(values, 95),
+            max(values),
+        )
+        for part, values in parts.items()
+        if values
+    ]
+    return [*rows, ("", "chain total s", n, seconds, "", "")]
+
+
 def main() -> None:
     args = common.parser(__doc__, n=200, workers=1).parse_args()
-    rows, verdicts = [], []
+    rows, verdicts, p50s = [], [], {}
     with common.session("chain") as bench:
         for label, worker_class in (("fork (manage.py worker)", None), ("SimpleWorker", common.SIMPLE_WORKER)):
             seconds, parts = leg(bench, args.n, args.workers, worker_class)
-            for part, values in parts.items():
-                if values:
-                    rows.append(
-                        (
-                            label if part == "total" else "",
-                            part,
-                            len(values),
-                            statistics.median(values),
-                            common.percentile(values, 95),
-                            max(values),
-                        )
-                    )
+            rows += orchestrator_rows(label, seconds, parts, args.n)
+            p50s[label] = (statistics.median(parts["total"]), seconds)
+            verdict = common.ratio_label(p50s[label][0], TARGET_P50_MS, at_least=False)
+            verdicts.append(f"p50 hand-off, orchestrator {label}: {verdict} ms")
+        for label, seconds, values in baselines(bench, args.n, args.workers):
+            rows.append(
+                (label, "total", len(values), statistics.median(values), common.percentile(values, 95), max(values))
+            )
             rows.append(("", "chain total s", args.n, seconds, "", ""))
-            p50 = statistics.median(parts["total"])
-            verdicts.append(f"p50 hand-off, {label}: {common.ratio_label(p50, TARGET_P50_MS, at_least=False)} ms")
+            p50, total = p50s["fork (manage.py worker)"]
+            verdicts.append(
+                f"orchestrator (fork) / {label}: p50 hand-off {p50 / statistics.median(values):.2f}×, "
+                f"chain total {total / seconds:.2f}× (above 1: the orchestrator is slower)"
+            )
         common.table(
             ["worker", "hand-off part", "count", "p50 ms", "p95 ms", "max ms"],
             rows,
