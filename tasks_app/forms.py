@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 
-from .models import NOTIFIABLE_EVENTS, Kind, NotificationPreference, Priority, Status
+from .models import NOTIFIABLE_EVENTS, Kind, NotificationPreference, Priority, Status, new_webhook_secret
 from .registry import TaskDef, all_tasks
 
 TRASH = "marked_for_deletion"
@@ -241,6 +241,10 @@ class PreferencesForm(forms.ModelForm):
     )
     webhook_url = forms.URLField(required=False, max_length=500, assume_scheme="https",
                                  label="Webhook URL (JSON POST, Slack-compatible)")
+    rotate_webhook_secret = forms.BooleanField(
+        required=False, label="Replace the webhook signing secret",
+        help_text="Requests signed with the old secret stop verifying at once.",
+    )
 
     class Meta:
         model = NotificationPreference
@@ -251,3 +255,8 @@ class PreferencesForm(forms.ModelForm):
             "email": "Email",
             "email_long_task_seconds": "Email about tasks longer than (seconds)",
         }
+
+    def save(self, commit: bool = True) -> NotificationPreference:
+        if self.cleaned_data.get("rotate_webhook_secret"):
+            self.instance.webhook_secret = new_webhook_secret()
+        return super().save(commit=commit)

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import django_rq
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -21,7 +20,7 @@ from django.utils import timezone
 from tasks_app import jobs
 from tasks_app.models import Notification, NotificationPreference, Run, Signature
 from tasks_app.registry import task
-from tasks_app.services import execution, live, notifications, reconcile
+from tasks_app.services import execution, live, notifications, reconcile, transport
 from tests.drain import drain
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
@@ -205,7 +204,8 @@ class Hook(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def webhook_server() -> Iterator[tuple[str, type[Hook]]]:
+def webhook_server(settings) -> Iterator[tuple[str, type[Hook]]]:
+    settings.ORCHESTRATOR_WEBHOOK_ALLOW_PRIVATE = True  # the server listens on 127.0.0.1
     handler = type("TestHook", (Hook,), {"received": [], "status": 200})
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -216,7 +216,7 @@ def webhook_server() -> Iterator[tuple[str, type[Hook]]]:
 
 
 def webhook_jobs() -> list:
-    queue = django_rq.get_queue("orchestrator-high")
+    queue = transport.get_queue(notifications.WEBHOOK_QUEUE)
     scheduled = [queue.fetch_job(i) for i in queue.scheduled_job_registry.get_job_ids()]
     return [job for job in [*queue.get_jobs(), *scheduled] if job and job.func_name == "tasks_app.jobs.deliver_webhook"]
 
@@ -227,7 +227,7 @@ def test_a_webhook_gets_slack_compatible_json_from_a_job(owner, run, webhook_ser
     sig = run(CRM, owner)
     notice = Notification.objects.get(owner=owner)
     assert notice.deliveries["webhook"] == "queued" and hook.received == []  # the task never waits for it
-    assert [job.args for job in webhook_jobs()] == [(notice.pk,)]
+    assert [tuple(job.args) for job in webhook_jobs()] == [(notice.pk, 1)]
     assert jobs.deliver_webhook(notice.pk) == "sent"
     content_type, body = hook.received[0]
     assert content_type == "application/json"
@@ -247,15 +247,16 @@ def test_a_failing_webhook_is_retried_with_backoff_then_given_up(owner, webhook_
     with django_capture_on_commit_callbacks(execute=True):
         outcome = jobs.deliver_webhook(notice.pk)
     assert outcome.startswith("retrying in 10 s")
-    assert [job.args for job in webhook_jobs()] == [(notice.pk, 2)]
+    assert [tuple(job.args) for job in webhook_jobs()] == [(notice.pk, 2)]
     assert jobs.deliver_webhook(notice.pk, attempt=4).startswith("failed after 4 attempts")
     notice.refresh_from_db()
     assert notice.deliveries["webhook"].startswith("failed after 4 attempts")
     assert len(hook.received) == 2
 
 
-def test_a_webhook_that_does_not_answer_fails_within_seconds(owner, redis_conn, monkeypatch):
-    monkeypatch.setattr(notifications, "WEBHOOK_TIMEOUT", 0.5)
+def test_a_webhook_that_does_not_answer_fails_within_seconds(owner, redis_conn, settings):
+    settings.ORCHESTRATOR_WEBHOOK_DEADLINE = 0.5
+    settings.ORCHESTRATOR_WEBHOOK_ALLOW_PRIVATE = True
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
         prefer(owner, webhook_url=f"http://127.0.0.1:{silent.getsockname()[1]}/")
         notice = Notification.objects.create(owner=owner, event="task_failed", title="❌ x",

@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..models import NOTIFIABLE_EVENTS, Notification, NotificationPreference
+from ..models import NOTIFIABLE_EVENTS, Notification, NotificationPreference, new_webhook_secret
 from ..services import chat, notifications
 from . import schema
 from .content import FormatNegotiation, JSONBodyParser
@@ -57,11 +57,16 @@ class PreferenceSerializer(serializers.ModelSerializer):
     webhook_url = serializers.URLField(max_length=500, allow_blank=True, required=False,
                                        help_text="JSON POST (Slack-compatible `text`) for each notification.")
     email_long_task_seconds = serializers.IntegerField(min_value=0, max_value=30 * 86400, required=False)
+    webhook_secret = serializers.SerializerMethodField(
+        help_text="Key of the HMAC-SHA256 in each webhook request's X-Orchestrator-Signature header "
+                  "(docs/security.md); null until the preferences are first saved.")
+    rotate_webhook_secret = serializers.BooleanField(
+        write_only=True, required=False, help_text="true: replace the signing secret (the old one stops verifying).")
 
     class Meta:
         model = NotificationPreference
         fields = ["events", "effective_events", "available_events", "in_app", "browser", "email",
-                  "email_long_task_seconds", "webhook_url"]
+                  "email_long_task_seconds", "webhook_url", "webhook_secret", "rotate_webhook_secret"]
 
     def get_effective_events(self, pref: NotificationPreference) -> list[str]:
         chosen = notifications.wanted_events(pref)
@@ -77,6 +82,14 @@ class PreferenceSerializer(serializers.ModelSerializer):
         if value and urlsplit(value).scheme not in ("http", "https"):
             raise serializers.ValidationError("must be an http or https URL")
         return value
+
+    def get_webhook_secret(self, pref: NotificationPreference) -> str | None:
+        return pref.webhook_secret if pref.pk is not None else None
+
+    def update(self, pref: NotificationPreference, validated_data: dict) -> NotificationPreference:
+        if validated_data.pop("rotate_webhook_secret", False):
+            pref.webhook_secret = new_webhook_secret()
+        return super().update(pref, validated_data)
 
 
 class MarkedSerializer(serializers.Serializer):

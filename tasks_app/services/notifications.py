@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.request
 from collections import defaultdict
-from urllib.parse import urlsplit
+from datetime import datetime, timedelta
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.mail import get_connection, send_mail
 from django.db import transaction
 from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from ..models import (
     TERMINAL,
@@ -34,7 +35,7 @@ from ..models import (
     StepStatus,
 )
 from ..registry import get_task
-from . import live, progress, transport
+from . import live, progress, transport, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,12 @@ EVENT_KINDS = {
 }
 RESTART_MARKERS = ("created", "rerun", "retried")  # a "running" after one of these is a new start
 WEBHOOK_JOB = "tasks_app.jobs.deliver_webhook"
-WEBHOOK_TIMEOUT = 5
+WEBHOOK_QUEUE = "orchestrator-webhooks"  # read by every worker after the task queues
 EMAIL_TIMEOUT = 10
 WEBHOOK_BACKOFF = (10, 60, 300)  # seconds before the 2nd, 3rd and 4th attempt
+WEBHOOK_ATTEMPTS = len(WEBHOOK_BACKOFF) + 1
+WEBHOOK_LEASE = 60  # seconds past the deadline before an attempt whose worker died counts as failed
+RESCHEDULE_BATCH = 500
 SNAPSHOT_ACTIVE = 50
 SNAPSHOT_RECENT = 20
 
@@ -234,6 +238,7 @@ def create(owner_id: int, kind: str, title: str, body: str, *, pref: Notificatio
         owner_id=owner_id, signature=signature, event=kind, title=title[:200], body=body,
         deliveries={channel: "sent" if channel == "in_app" else "queued" for channel in channels},
         read_at=None if "in_app" in channels else timezone.now(),
+        webhook_due_at=timezone.now() if "webhook" in channels else None,
     )
     transaction.on_commit(lambda: deliver(notification.pk))
     return notification
@@ -272,7 +277,7 @@ def deliver(notification_id: int) -> None:
     if outcomes:
         record_outcomes(notification.pk, outcomes)
     if "webhook" in channels:
-        transport.enqueue_call(WEBHOOK_JOB, notification.pk)
+        enqueue_webhook(notification.pk, 1)
 
 
 def message(notification: Notification, *, desktop: bool) -> dict:
@@ -317,33 +322,110 @@ def record_outcomes(notification_id: int, outcomes: dict[str, str]) -> None:
             notification.save(update_fields=["deliveries"])
 
 
-# Webhooks (an RQ job, retried with backoff; never inside a task's run) ----------------------------
+# Webhooks (an RQ job on their own low-priority queue, retried with backoff; never inside a task's run) --
+#
+# The database holds each delivery's last claimed attempt and the due time of the next one, so a
+# retry that RQ's scheduler lost with Redis is enqueued again by ``reschedule_due_deliveries``; a
+# job claims its attempt with a guarded update first, so a duplicate job delivers nothing.
 
 
 def deliver_webhook(notification_id: int, attempt: int = 1) -> str:
     """POST the notification to the owner's webhook; on failure schedule the next attempt."""
+    if not _claim(notification_id, attempt):
+        gone = not Notification.objects.filter(pk=notification_id).exists()
+        return "gone" if gone else "skipped: attempt already made"
     notification = Notification.objects.filter(pk=notification_id).select_related("owner").first()
     if notification is None:
-        return "gone"
-    url = preference_for(notification.owner_id).webhook_url
-    if not url:
+        return "gone"  # its task was cancelled meanwhile
+    pref = preference_for(notification.owner_id)
+    due_at = None
+    if not pref.webhook_url:
         outcome = "skipped: no webhook URL"
     else:
         try:
-            post_json(url, webhook_body(notification))
+            post_json(pref.webhook_url, webhook_body(notification), secret=pref.webhook_secret,
+                      delivery=f"{notification_id}-{attempt}")
             outcome = "sent"
-        except Exception as exc:
-            outcome = _after_failure(notification_id, attempt, exc)
-    record_outcomes(notification_id, {"webhook": outcome[:500]})
+        except webhooks.WebhookFailure as failure:
+            outcome, due_at = _after_failure(notification_id, attempt, failure)
+    _record_webhook(notification_id, outcome, due_at)
     return outcome
 
 
-def _after_failure(notification_id: int, attempt: int, exc: Exception) -> str:
-    if attempt > len(WEBHOOK_BACKOFF):
-        return f"failed after {attempt} attempts: {exc}"
+def _claim(notification_id: int, attempt: int) -> bool:
+    """This job's attempt, unless another job made it (or a later one) already; leased for the deadline."""
+    lease = timezone.now() + timedelta(seconds=settings.ORCHESTRATOR_WEBHOOK_DEADLINE + WEBHOOK_LEASE)
+    claimed = Notification.objects.filter(pk=notification_id, webhook_attempt__lt=attempt)
+    return claimed.update(webhook_attempt=attempt, webhook_due_at=lease) == 1
+
+
+def _after_failure(notification_id: int, attempt: int, failure: webhooks.WebhookFailure) -> tuple[str, datetime | None]:
+    if failure.permanent:
+        return f"failed: {failure.reason}", None
+    if attempt >= WEBHOOK_ATTEMPTS:
+        return f"failed after {attempt} attempts: {failure.reason}", None
     delay = WEBHOOK_BACKOFF[attempt - 1]
-    transport.enqueue_call(WEBHOOK_JOB, notification_id, attempt + 1, delay=delay)
-    return f"retrying in {delay} s (attempt {attempt} failed: {exc})"
+    enqueue_webhook(notification_id, attempt + 1, delay=delay)
+    due_at = timezone.now() + timedelta(seconds=delay)
+    return f"retrying in {delay} s (attempt {attempt} failed: {failure.reason})", due_at
+
+
+def _record_webhook(notification_id: int, outcome: str, due_at: datetime | None) -> None:
+    with transaction.atomic():
+        record_outcomes(notification_id, {"webhook": outcome[:500]})
+        Notification.objects.filter(pk=notification_id).update(webhook_due_at=due_at)
+
+
+def enqueue_webhook(notification_id: int, attempt: int, *, delay: float = 0) -> None:
+    """The attempt's job on the webhook queue after commit, under an id the reschedule pass can look up."""
+
+    def send() -> None:
+        queue = transport.get_queue(WEBHOOK_QUEUE)
+        options = dict(job_id=webhook_job_id(notification_id, attempt),
+                       job_timeout=int(settings.ORCHESTRATOR_WEBHOOK_DEADLINE) + 30, result_ttl=600, failure_ttl=3600)
+        if delay > 0:
+            queue.enqueue_in(timedelta(seconds=delay), WEBHOOK_JOB, notification_id, attempt, **options)
+        else:
+            queue.enqueue(WEBHOOK_JOB, notification_id, attempt, **options)
+
+    transaction.on_commit(send)
+
+
+def webhook_job_id(notification_id: int, attempt: int) -> str:
+    return f"orch-webhook-{notification_id}-{attempt}"
+
+
+def reschedule_due_deliveries() -> int:
+    """Enqueue each webhook attempt that is due and has no job (its scheduled job was lost with Redis).
+
+    Rows are claimed with ``skip_locked``, so two passes at once split them; a job the two passes
+    both enqueued anyway still delivers once (``_claim``). Returns how many attempts were enqueued.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        due = list(
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(webhook_due_at__lte=now, webhook_attempt__lt=WEBHOOK_ATTEMPTS)
+            .order_by("webhook_due_at").values_list("pk", "webhook_attempt")[:RESCHEDULE_BATCH]
+        )
+        lost = [(pk, done + 1) for pk, done in due if not _has_job(pk, done + 1)]
+        recheck_at = now + timedelta(seconds=settings.ORCHESTRATOR_WEBHOOK_DEADLINE + WEBHOOK_LEASE)
+        Notification.objects.filter(pk__in=[pk for pk, _ in lost]).update(webhook_due_at=recheck_at)
+        for pk, attempt in lost:
+            enqueue_webhook(pk, attempt)
+    return len(lost)
+
+
+def _has_job(notification_id: int, attempt: int) -> bool:
+    queue = transport.get_queue(WEBHOOK_QUEUE)
+    try:
+        job = Job.fetch(
+            webhook_job_id(notification_id, attempt), connection=queue.connection, serializer=queue.serializer
+        )
+    except NoSuchJobError:
+        return False
+    return job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED,
+                                             JobStatus.STARTED)
 
 
 def webhook_body(notification: Notification) -> dict:
@@ -356,15 +438,10 @@ def webhook_body(notification: Notification) -> dict:
     }
 
 
-def post_json(url: str, payload: dict) -> None:
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise ValueError("only http and https webhook URLs are supported")
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "orchestrator-webhook/1"},
-    )
-    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:  # raises on 4xx and 5xx
-        response.read(1024)
+def post_json(url: str, payload: dict, *, secret: str, delivery: str = "") -> None:
+    """Signed POST to an allowed destination within the deadline; ``webhooks.WebhookFailure`` otherwise."""
+    headers = {"X-Orchestrator-Delivery": delivery} if delivery else {}
+    webhooks.post(url, json.dumps(payload).encode(), secret=secret, headers=headers)
 
 
 # What a WebSocket client is shown on connect ----------------------------------------------------
