@@ -124,7 +124,7 @@ class OrchestratorWorker(Worker):
         """In the horse: the job, then (for a task job) the task jobs that wait behind it."""
         done = super().perform_job(job, queue, execution)
         if done and job.id.startswith(FollowUps.PREFIX) and settings.ORCHESTRATOR["HORSE_SECONDS"] > 0:
-            FollowUps(self).run()
+            FollowUps(self, first_job_id=job.id).run()
         return done
 
     def _execute_in_horse(self, job, queue):
@@ -244,14 +244,16 @@ class OrchestratorWorker(Worker):
 
 # Take the job at the head of the first non-empty queue if it is a task job; mark it started by this
 # worker and remember it as the horse's current follow-up. KEYS: the marker, then the queues in the
-# order the worker reads them. ARGV: worker name, started_at, marker TTL.
+# order the worker reads them. ARGV: worker name, started_at, marker TTL, the horse's own job (recorded in
+# the job as `horse_of`, so operators can tell a follow-up from a job that had a horse of its own).
 POP_FOLLOW_UP = """
 for i = 2, #KEYS do
   local id = redis.call('LINDEX', KEYS[i], 0)
   if id then
     if string.sub(id, 1, 5) ~= 'orch-' then return false end
     redis.call('LPOP', KEYS[i])
-    redis.call('HSET', 'rq:job:' .. id, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2])
+    redis.call('HSET', 'rq:job:' .. id, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[2],
+               'horse_of', ARGV[4])
     redis.call('SET', KEYS[1], id, 'EX', ARGV[3])
     return {id, KEYS[i]}
   end
@@ -274,8 +276,9 @@ class FollowUps:
 
     PREFIX = "orch-"  # transport.job_id(): the jobs of runs
 
-    def __init__(self, worker: Worker):
+    def __init__(self, worker: Worker, first_job_id: str = ""):
         self.worker = worker
+        self.first_job_id = first_job_id
         self.connection = worker.connection
         self.marker = f"orchestrator:follow-up:{worker.name}"
 
@@ -289,7 +292,7 @@ class FollowUps:
         queues = {q.key: q for q in self.worker.queues}
         keys = [self.marker, *queues]
         while time.monotonic() < deadline:
-            popped = pop(keys=keys, args=[self.worker.name, utcformat(now()), 86400])
+            popped = pop(keys=keys, args=[self.worker.name, utcformat(now()), 86400, self.first_job_id])
             if not popped:
                 return
             job_id, queue_key = (value.decode() for value in popped)

@@ -10,7 +10,7 @@ import psutil
 import pytest
 from django.conf import settings
 from rq.job import Job, JobStatus
-from rq.registry import FinishedJobRegistry
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 from tasks_app.models import ResumeReport, Run, RunStatus, Signature, Status
 from tasks_app.services import execution, lifecycle, reconcile, transport
@@ -41,9 +41,20 @@ def second_step_running(sig: Signature) -> bool:
     return Run.objects.filter(signature__parent=sig, signature__position=1, status=RunStatus.RUNNING).exists()
 
 
-def forked_jobs() -> set[str]:
-    """Jobs RQ ran in a work horse of their own: its bookkeeping files them as finished."""
+def finished_jobs() -> set[str]:
     return set(FinishedJobRegistry(MEDIUM, connection=transport.connection(MEDIUM)).get_job_ids())
+
+
+def forked_jobs() -> set[str]:
+    """Jobs RQ ran in a work horse of their own: a follow-up names the job whose horse ran it."""
+    connection = transport.connection(MEDIUM)
+    jobs = finished_jobs() | started_jobs()
+    return {job_id for job_id in jobs if not connection.hget(Job.key_for(job_id), "horse_of")}
+
+
+def started_jobs() -> set[str]:
+    registry = StartedJobRegistry(MEDIUM, connection=transport.connection(MEDIUM))
+    return set(registry.get_job_ids())
 
 
 @pytest.mark.e2e
@@ -61,6 +72,7 @@ def test_a_chain_runs_its_steps_in_the_work_horse_of_the_first(owner, workers):
     workers.drain(lambda: job_statuses() == [JobStatus.FINISHED] * 4)
     jobs = Job.fetch_many([r.job_id for r in runs], connection=transport.connection(MEDIUM))
     assert forked_jobs() == {runs[0].job_id}  # the first step's horse ran the other three
+    assert finished_jobs() == {r.job_id for r in runs}  # and RQ's registry shows every one of them
     assert {r.worker_name for r in runs} == {jobs[0].worker_name}
 
 
@@ -130,13 +142,14 @@ def test_the_horse_takes_task_jobs_in_queue_order_and_leaves_any_other_job_to_it
     redis_conn.rpush(queues[0], "orch-5-2", "3f1c-not-a-task")
 
     def take() -> str | None:
-        job_id = pop(keys=[marker, *queues], args=["test-worker", "2026-12-03T08:00:00.000000Z", 60])
-        return job_id.decode() if job_id else None
+        popped = pop(keys=[marker, *queues], args=["test-worker", "2026-12-03T08:00:00.000000Z", 60, "orch-4-1"])
+        return popped[0].decode() if popped else None
 
     assert take() == "orch-5-2"
     assert redis_conn.get(marker) == b"orch-5-2"
     assert redis_conn.hget("rq:job:orch-5-2", "status") == b"started"
     assert redis_conn.hget("rq:job:orch-5-2", "worker_name") == b"test-worker"
+    assert redis_conn.hget("rq:job:orch-5-2", "horse_of") == b"orch-4-1"
     assert take() is None  # the high queue's head is another kind of job: the worker runs it
     assert redis_conn.lrange(queues[0], 0, -1) == [b"3f1c-not-a-task"]
     redis_conn.delete(queues[0])
