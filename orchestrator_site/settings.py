@@ -236,6 +236,10 @@ ORCHESTRATOR = {
     "HORSE_SECONDS": env_float("ORCHESTRATOR_HORSE_SECONDS", 2.0),
     "MAX_SPEC_BYTES": env_int("ORCHESTRATOR_MAX_SPEC_BYTES", 1_000_000),
     "MAX_KWARGS_BYTES": env_int("ORCHESTRATOR_MAX_KWARGS_BYTES", 256_000),
+    # kwargs bytes a workflow stores once expanded (shared kwargs copied into every member; 413 past it)
+    "MAX_EXPANDED_BYTES": env_int("ORCHESTRATOR_MAX_EXPANDED_BYTES", 32_000_000),
+    "MAX_GRAPH_NODES": env_int("ORCHESTRATOR_MAX_GRAPH_NODES", 1_000),  # per graph (400 naming nodes past it)
+    "MAX_GRAPH_EDGES": env_int("ORCHESTRATOR_MAX_GRAPH_EDGES", 5_000),  # per graph (400 naming edges past it)
     # Bearer token a Prometheus server sends to scrape /metrics (staff sessions need none); unset: staff only.
     "METRICS_TOKEN": env_str("ORCHESTRATOR_METRICS_TOKEN"),
     "METRICS_WINDOW": env_int("ORCHESTRATOR_METRICS_WINDOW", 3600),  # seconds of runs the duration gauges read

@@ -7,13 +7,18 @@ or a named template ``{"template": NAME, "params": {...}}``.
 
 from __future__ import annotations
 
-import re
+from functools import lru_cache
 from typing import Any
+
+import re2
 
 OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "exists", "truthy", "matches")
 MAX_PATTERN = 200
 MAX_SUBJECT = 10_000
+MAX_PARTS = 100  # predicates, combinations and templates in one edge's condition
 _MISSING = object()
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the user's error, answered with a 400, not a log line
 
 TEMPLATES: dict[str, dict] = {
     "on_success": {"description": "The source node completed.", "params": {}},
@@ -66,7 +71,9 @@ def expand(template: str, params: dict) -> dict:
 
 def validate(cond: Any, path: str, errors: dict[str, str], depth: int = 0) -> None:
     """Add an error naming ``path`` for anything malformed in the condition."""
-    if depth > 20:
+    if depth == 0 and count_parts(cond) > MAX_PARTS:
+        errors[path] = f"a condition has at most {MAX_PARTS} parts"
+    elif depth > 20:
         errors[path] = "condition nested too deeply"
     elif not isinstance(cond, dict) or len(cond) == 0:
         errors[path] = "a condition must be a non-empty JSON object"
@@ -134,9 +141,33 @@ def _validate_predicate(cond: dict, path: str, errors: dict[str, str]) -> None:
             errors[f"{path}.value"] = f"operator matches needs a regular expression of at most {MAX_PATTERN} characters"
         else:
             try:
-                re.compile(cond["value"])
-            except re.error as exc:
-                errors[f"{path}.value"] = f"invalid regular expression: {exc}"
+                compile_pattern(cond["value"])
+            except re2.error as exc:
+                errors[f"{path}.value"] = f"regular expression refused by RE2 (linear-time syntax): {_reason(exc)}"
+
+
+def count_parts(cond: Any) -> int:
+    """How many conditions a condition holds, itself included (iterative: the input may nest deeply)."""
+    count, stack = 0, [cond]
+    while stack and count <= MAX_PARTS:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(part for key in ("all", "any") if isinstance(item.get(key), list) for part in item[key])
+            if "not" in item:
+                stack.append(item["not"])
+    return count
+
+
+@lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> Any:
+    """RE2 matches in time linear in the subject (no backtracking); it refuses backreferences and lookaround."""
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+def _reason(exc: re2.error) -> str:
+    message = exc.args[0] if exc.args else exc
+    return message.decode(errors="replace") if isinstance(message, bytes) else str(message)
 
 
 def _is_number(value: Any) -> bool:
@@ -195,7 +226,7 @@ def _predicate(cond: dict, result: Any) -> bool:
         if op == "truthy":
             return bool(value)
         if op == "matches":
-            return isinstance(value, str) and re.search(expected, value[:MAX_SUBJECT]) is not None
-    except TypeError:
+            return isinstance(value, str) and compile_pattern(expected).search(value[:MAX_SUBJECT]) is not None
+    except (TypeError, re2.error):
         return False
     return False

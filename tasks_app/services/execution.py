@@ -235,7 +235,10 @@ def _end_run(run: Run, status: str, error: dict | None = None) -> bool:
 
 @retry_on_conflict
 def complete(sig: Signature, run: Run, result: Any) -> None:
-    with transaction.atomic():
+    from . import graphs
+
+    decided = graphs.decide_outgoing(sig, result)  # edge conditions are user input: evaluated before any lock
+    with transaction.atomic(), graphs.decided(decided):
         lock_parent(sig)
         if not _end_run(run, RunStatus.COMPLETED):
             return  # a late result of an interrupted, cancelled or reconciled run is dropped
