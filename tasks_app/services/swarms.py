@@ -6,6 +6,7 @@ any number of workers. Members start by priority (high, medium, low), then in th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +100,8 @@ class AddResult:
 def add_tasks(swarm: Signature, raw_specs: list, *, run: bool = True, atomic: bool = True,
               batch_size: int = 1000, actor: str = "system") -> AddResult:
     """Validate every spec first, then add them in bulk; atomic unless ``atomic=False``."""
-    valid, rejected = specs.validate_many(raw_specs, inherited=swarm.kwargs)
+    valid, rejected = specs.validate_many(raw_specs, inherited=swarm.kwargs,
+                                          expanded=_callback_bytes(swarm) * _count(raw_specs))
     if atomic and rejected:
         raise SpecError({path: problem for errors in rejected.values() for path, problem in errors.items()})
     with transaction.atomic():
@@ -126,6 +128,17 @@ def add_tasks(swarm: Signature, raw_specs: list, *, run: bool = True, atomic: bo
 
             containers.advance(swarm)
     return AddResult(added=rows, rejected=rejected)
+
+
+def _callback_bytes(swarm: Signature) -> int:
+    """An upper bound of what one member's end stores through the per-member callback templates
+    (each callback row keeps its kwargs and its spec)."""
+    templates = [swarm.config.get(key) or [] for key in ("task_on_success", "task_on_error")]
+    return 2 * max(len(json.dumps(t, default=str)) if t else 0 for t in templates)
+
+
+def _count(raw_specs: Any) -> int:
+    return len(raw_specs) if isinstance(raw_specs, list) else 0
 
 
 def close(swarm: Signature, *, actor: str = "system") -> Signature:
