@@ -22,8 +22,8 @@ from rq.job import Job
 
 from tasks_app import jobs
 from tasks_app.management.commands import worker as worker_command
-from tasks_app.models import ApprovalStatus, Event, Run, RunStatus, Signature, Status
-from tasks_app.services import containers, deletion, execution, reconcile, transport
+from tasks_app.models import ApprovalStatus, Event, Notification, Run, RunStatus, Signature, Status
+from tasks_app.services import containers, deletion, execution, notifications, reconcile, transport
 from tests.drain import drain
 
 GONE = "gone-worker"
@@ -174,6 +174,35 @@ def test_the_pass_decides_a_timed_out_approval_once_when_its_job_is_lost(owner, 
     assert sig.status == status and sig.result == result
     approval.refresh_from_db()
     assert approval.status == (ApprovalStatus.APPROVED if default == "approve" else ApprovalStatus.PENDING)
+
+
+@pytest.mark.django_db
+def test_the_pass_enqueues_a_webhook_delivery_whose_job_was_lost(owner, redis_conn, django_capture_on_commit_callbacks):
+    notice = Notification.objects.create(owner=owner, event="task_failed", title="Build failed",
+                                         webhook_due_at=timezone.now() - dt.timedelta(seconds=1))
+    job_id = notifications.webhook_job_id(notice.pk, 1)
+    webhooks = transport.connection(notifications.WEBHOOK_QUEUE)
+    assert not Job.exists(job_id, connection=webhooks)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        reconcile.run_pass(trigger="test")
+
+    assert Job.exists(job_id, connection=webhooks)
+
+
+@pytest.mark.django_db
+def test_a_failing_webhook_reschedule_is_reported_and_the_pass_goes_on(owner, jobs_in_place, monkeypatch):
+    swarm = stranded_swarm(owner)
+
+    def broken():
+        raise RuntimeError("webhook table locked")
+
+    monkeypatch.setattr(notifications, "reschedule_due_deliveries", broken)
+    report = reconcile.run_pass(trigger="test")
+
+    assert [(f["title"], f["error"]) for f in report.failures] == [
+        ("webhook deliveries", "RuntimeError: webhook table locked")]
+    assert Signature.objects.get(pk=swarm.pk).status == Status.COMPLETED
 
 
 # 9. No duplicate on retry when Redis is down ---------------------------------------------------

@@ -56,13 +56,16 @@ def run_pass(*, trigger: str = "periodic", dry_run: bool = False) -> ResumeRepor
     report = Pass(trigger=trigger, dry_run=dry_run)
     live = live_workers()
     for run in Run.objects.filter(status=RunStatus.RUNNING).select_related("signature"):
-        _isolated(report, run.signature, "checking a running run", lambda run=run: _check_running(report, run, live))
+        _isolated(report, _item(run.signature), "checking a running run",
+                  lambda run=run: _check_running(report, run, live))
     for run in Run.objects.filter(status=RunStatus.QUEUED).select_related("signature"):
-        _isolated(report, run.signature, "checking a queued run", lambda run=run: _check_queued(report, run))
+        _isolated(report, _item(run.signature), "checking a queued run", lambda run=run: _check_queued(report, run))
     if not dry_run:
         for container in Signature.objects.filter(kind__in=CONTAINERS, status=Status.RUNNING):
-            _isolated(report, container, "advancing the container", lambda c=container: _advance(c))
+            _isolated(report, _item(container), "advancing the container", lambda c=container: _advance(c))
     _expire_approvals(report)
+    if not dry_run:
+        _isolated(report, WEBHOOKS, "rescheduling webhook deliveries", _reschedule_webhooks)
     if not (report.resumed or report.skipped or report.failures):
         return None
     saved = ResumeReport.objects.create(
@@ -76,7 +79,10 @@ def _item(sig: Signature, **extra) -> dict:
     return {"task_id": sig.pk, "task": sig.task_name, "title": sig.title, **extra}
 
 
-def _isolated(report: Pass, sig: Signature, doing: str, step: Callable[[], object]) -> None:
+WEBHOOKS = {"task_id": None, "task": "", "title": "webhook deliveries"}
+
+
+def _isolated(report: Pass, item: dict, doing: str, step: Callable[[], object]) -> None:
     """Run one item of the pass; an error is logged and reported, and the pass goes on.
 
     The step's own ``transaction.atomic`` is a savepoint when the pass runs inside a transaction,
@@ -84,8 +90,8 @@ def _isolated(report: Pass, sig: Signature, doing: str, step: Callable[[], objec
     try:
         step()
     except Exception as exc:
-        log.exception("auto-resume: %s #%s failed", doing, sig.pk)
-        report.failures.append(_item(sig, reason=f"{doing} failed", error=f"{type(exc).__name__}: {exc}"))
+        log.exception("auto-resume: %s (#%s) failed", doing, item["task_id"])
+        report.failures.append({**item, "reason": f"{doing} failed", "error": f"{type(exc).__name__}: {exc}"})
 
 
 def _check_running(report: Pass, run: Run, live: set[str]) -> None:
@@ -203,12 +209,23 @@ def _expire_approvals(report: Pass) -> None:
         if report.dry_run:
             report.resumed.append(item)
         else:
-            _isolated(report, sig, "deciding a timed-out approval", lambda a=approval, i=item: _expire(report, a, i))
+            _isolated(report, _item(sig), "deciding a timed-out approval",
+                      lambda a=approval, i=item: _expire(report, a, i))
 
 
 def _expire(report: Pass, approval: Approval, item: dict) -> None:
     if approvals.expire(approval.pk):
         report.resumed.append(item)
+
+
+def _reschedule_webhooks() -> None:
+    """Webhook attempts that are due and have no job (their delayed job was lost with Redis)."""
+    try:
+        count = notifications.reschedule_due_deliveries()
+    except REDIS_DOWN:
+        return  # unknown while Redis is away: a later pass decides
+    if count:
+        log.info("auto-resume: %s webhook deliveries enqueued again", count)
 
 
 # RQ job states after which the job never runs again.
