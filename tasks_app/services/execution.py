@@ -6,20 +6,24 @@ rows means another process won) with its Event, in one transaction; jobs go out 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from django.conf import settings
 from django.db import OperationalError, transaction
 from django.db.models import F, Max
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
-from ..context import ApprovalPending, PauseRequested, StopRequested, TaskContext
+from ..context import ApprovalPending, PauseRequested, StopRequested, TaskContext, off_loop
 from ..models import (
     CallbackOn,
     Kind,
@@ -29,9 +33,8 @@ from ..models import (
     Status,
     Step,
 )
-from ..registry import NonRetryable, get_task
+from ..registry import NonRetryable, TaskDef, get_task
 from . import bulk, events, live, logs, specs, transport
-
 
 MAX_RETRY_DELAY = 3600.0  # seconds: exponential backoff stops growing at an hour
 
@@ -155,38 +158,112 @@ def claim(signature_id: int, number: int) -> tuple[Signature, Run] | None:
 
 
 def execute(signature_id: int, number: int) -> None:
-    """The RQ job: run one claimed Run of a task signature to its end."""
+    """The RQ job: run one claimed Run of a task signature to its end (an async task on a loop of its own)."""
+    prepared = prepare(signature_id, number)
+    if prepared is None:
+        return
+    if prepared.taskdef.is_async:
+        asyncio.run(run_coroutine(prepared))
+        return
+    run_sync(prepared)
+
+
+@dataclass
+class Prepared:
+    """A claimed run, ready to call its task."""
+
+    sig: Signature
+    run: Run
+    taskdef: TaskDef
+    ctx: TaskContext
+    kwargs: dict
+
+
+def prepare(signature_id: int, number: int) -> Prepared | None:
+    """Claim the run; None when this job lost the claim or the task is not registered (it failed)."""
     claimed = claim(signature_id, number)
     if claimed is None:
-        return
+        return None
     sig, run = claimed
     taskdef = get_task(sig.task_name)
     if taskdef is None:
         fail(sig, run, error_payload(sig, LookupError(f"task {sig.task_name!r} is not registered")), retryable=False)
-        return
-    ctx = TaskContext(sig, run)
+        return None
     kwargs = {**sig.kwargs, **{k: v for k, v in sig.inbound.items() if taskdef.accepts(k)}}
+    ctx = TaskContext(sig, run)
+    # Read the steps here, off any event loop (an async task may ask ctx.step_completed at once):
+    # a first run of a task that declares none has none.
+    ctx.__dict__["_steps"] = list(sig.steps.all()) if taskdef.steps or run.number > 1 else []
+    return Prepared(sig, run, taskdef, ctx, kwargs)
+
+
+def run_sync(p: Prepared, *, limit: bool = True) -> None:
+    """Call a sync task; ``limit=False`` in a thread, where the timeout is watched from outside."""
     try:
-        with logs.capture(run):
-            with time_limit(sig.timeout):
-                result = taskdef.fn(ctx, **kwargs)
-            json.dumps(result)
-    except PauseRequested:
-        ctx.flush()
-        run_paused(sig, run)
-    except StopRequested:
+        with logs.capture(p.run):
+            with time_limit(p.sig.timeout if limit else None):
+                result = p.taskdef.fn(p.ctx, **p.kwargs)
+    except (PauseRequested, StopRequested, ApprovalPending, Exception) as exc:
+        conclude(p, exc=exc)
+    else:
+        conclude(p, result=result)
+
+
+async def run_coroutine(p: Prepared) -> None:
+    """Await an async task on the running loop; the database work around it runs off the loop.
+
+    Cancelling the coroutine (an interrupt) ends here without writing anything: the interrupt
+    already ended the run."""
+    handler = logs.start_capture(p.run)
+    outcome: dict = {}
+    try:
+        with logs.routed(handler):
+            async with asyncio.timeout(p.sig.timeout or None) as deadline:
+                outcome["result"] = await p.taskdef.fn(p.ctx, **p.kwargs)
+    except TimeoutError as exc:
+        outcome["exc"] = JobTimeoutException(str(exc)) if deadline.expired() else exc
+    except (PauseRequested, StopRequested, ApprovalPending, Exception) as exc:
+        outcome["exc"] = exc
+    finally:
+        await off_loop(logs.end_capture, handler)
+    await off_loop(functools.partial(conclude, p, **outcome))
+
+
+def conclude(p: Prepared, *, result: Any = None, exc: BaseException | None = None) -> None:
+    """Record how a task's call ended: its result, a failure (retried while attempts remain), a
+    pause or an approval wait. A stop (interrupt, cancel) records nothing: the action ended the run."""
+    if isinstance(exc, StopRequested):
         return
-    except ApprovalPending as pending:
+    p.ctx.flush()
+    if exc is None:
+        problem = result_problem(result)
+        if problem is None:
+            complete(p.sig, p.run, result)
+        else:
+            fail(p.sig, p.run, error_payload(p.sig, ValueError(problem)), retryable=False)
+    elif isinstance(exc, PauseRequested):
+        run_paused(p.sig, p.run)
+    elif isinstance(exc, ApprovalPending):
         from .approvals import wait
 
-        ctx.flush()
-        wait(sig, run, pending.approval)
-    except Exception as exc:
-        ctx.flush()
-        fail(sig, run, error_payload(sig, exc), retryable=not isinstance(exc, NonRetryable))
+        wait(p.sig, p.run, exc.approval)
     else:
-        ctx.flush()
-        complete(sig, run, result)
+        fail(p.sig, p.run, error_payload(p.sig, exc), retryable=not isinstance(exc, NonRetryable))
+
+
+def result_problem(result: Any) -> str | None:
+    """Why the database would refuse a task's result (not JSON, NaN or infinity, too large), or None.
+
+    Such a result fails the task once, without retries: stored as it is, it made the end of the
+    run fail at every attempt, and the run was resumed for ever."""
+    try:
+        size = len(json.dumps(result, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        return f"the task's result is not JSON: {exc}"
+    limit = settings.ORCHESTRATOR["MAX_RESULT_BYTES"]
+    if size > limit:
+        return f"the task's result is {size} bytes of JSON, over the limit of {limit} (ORCHESTRATOR_MAX_RESULT_BYTES)"
+    return None
 
 
 class time_limit(UnixSignalDeathPenalty):
@@ -213,7 +290,7 @@ class time_limit(UnixSignalDeathPenalty):
 
 def error_payload(sig: Signature, exc: BaseException) -> dict:
     if isinstance(exc, JobTimeoutException):
-        return {"type": "TimeoutError", "message": f"task exceeded its timeout of {sig.timeout:g} s",
+        return {"type": "TimeoutError", "message": f"task exceeded its timeout of {sig.timeout or 0:g} s",
                 "traceback": "", "task_id": sig.pk}
     if isinstance(exc, TypeError) and "JSON serializable" in str(exc):
         exc = TypeError(f"the task's result is not JSON: {exc}")

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from tasks_app.cron import PURGE_EVERY, RECONCILE_EVERY
-from tasks_app.embedded_redis import EmbeddedRedis, die_with_parent
+from tasks_app.embedded_redis import EmbeddedRedis, die_with_parent, redacted
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 MAX_BACKOFF = 30.0
@@ -261,7 +261,7 @@ class Command(BaseCommand):
             "",
             "  Orchestrator is running",
             *web,
-            f"    Redis       {supervisor.env['REDIS_URL']} ({redis_kind})",
+            f"    Redis       {redacted(supervisor.env['REDIS_URL'])} ({redis_kind})",
             f"    Database    {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}",
             f"    Workers     {options['workers']} × {self.concurrency(options)} slots for async tasks"
             " (worker-1 also runs the RQ scheduler)",
