@@ -143,6 +143,18 @@ CHANNEL_LAYERS = {
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# Every password check counts failures per account and per client address (tasks_app/services/login_limits.py),
+# in a cache that all web processes share; the default cache stays per process.
+AUTHENTICATION_BACKENDS = ["tasks_app.auth.LoginLimitsBackend"]
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "login_limits": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "orchestrator-login",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    },
+}
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -161,7 +173,7 @@ WHITENOISE_USE_FINDERS = True
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "tasks_app.api.auth.BasicAuthentication",
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -247,5 +259,9 @@ ORCHESTRATOR = {
     # Bearer token a Prometheus server sends to scrape /metrics (staff sessions need none); unset: staff only.
     "METRICS_TOKEN": env_str("ORCHESTRATOR_METRICS_TOKEN"),
     "METRICS_WINDOW": env_int("ORCHESTRATOR_METRICS_WINDOW", 3600),  # seconds of runs the duration gauges read
+    # Failed sign-ins (pages, admin, API token, HTTP Basic) before a lock-out of that many seconds; 0: no limit.
+    "LOGIN_FAILURES_PER_ACCOUNT": env_int("ORCHESTRATOR_LOGIN_FAILURES_PER_ACCOUNT", 5),
+    "LOGIN_FAILURES_PER_ADDRESS": env_int("ORCHESTRATOR_LOGIN_FAILURES_PER_ADDRESS", 20),
+    "LOGIN_LOCKOUT_SECONDS": env_int("ORCHESTRATOR_LOGIN_LOCKOUT_SECONDS", 900),
 }
     "MAX_LOST_RUNS": 3,  # an attempt whose worker died this many times in a row fails instead of re-queuing

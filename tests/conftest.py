@@ -135,6 +135,16 @@ def _no_api_rate_limits(settings) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_login_limits() -> Iterator[None]:
+    """Failed sign-ins of one test never lock the next one out: the counters live in the test Redis,
+    which outlives a test (tasks_app/services/login_limits.py)."""
+    yield
+    from tasks_app.services import login_limits
+
+    login_limits.reset_all()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_redis_for_e2e(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("e2e"):
         request.getfixturevalue("redis_conn")

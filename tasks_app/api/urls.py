@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DynamicRoute, SimpleRouter
 
-from . import live, views
+from . import live, token, views
 
 app_name = "api"
 
@@ -30,7 +29,7 @@ urlpatterns = [
     path("metrics/", views.MetricsView.as_view(), name="metrics"),
     path("resume-reports/", views.ResumeReportListView.as_view(), name="resume-reports"),
     *live.urlpatterns,
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", token.TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]
