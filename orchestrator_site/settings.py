@@ -247,6 +247,7 @@ ORCHESTRATOR = {
     "AUTO_RESUME_EXCLUDE": [],  # task-name glob patterns never resumed automatically
     "AUTO_RESUME_STAGGER": 0.0,  # seconds between two re-enqueues of one pass
     "HEARTBEAT_TIMEOUT": env_int("ORCHESTRATOR_HEARTBEAT_TIMEOUT", 60),
+    "MAX_LOST_RUNS": 3,  # an attempt whose worker died this many times in a row fails instead of re-queuing
     "PROGRESS_WRITE_INTERVAL": 0.25,  # seconds between two progress writes of one task
     # seconds a work horse goes on taking the task jobs queued behind its own (0: one job per fork)
     "HORSE_SECONDS": env_float("ORCHESTRATOR_HORSE_SECONDS", 2.0),
@@ -256,6 +257,16 @@ ORCHESTRATOR = {
     "MAX_EXPANDED_BYTES": env_int("ORCHESTRATOR_MAX_EXPANDED_BYTES", 32_000_000),
     "MAX_GRAPH_NODES": env_int("ORCHESTRATOR_MAX_GRAPH_NODES", 1_000),  # per graph (400 naming nodes past it)
     "MAX_GRAPH_EDGES": env_int("ORCHESTRATOR_MAX_GRAPH_EDGES", 5_000),  # per graph (400 naming edges past it)
+    # Log lines stored per run (then one marker line counts the dropped ones), and one message's length.
+    "LOG_MAX_LINES_PER_RUN": env_int("ORCHESTRATOR_LOG_MAX_LINES_PER_RUN", 100_000),
+    "LOG_MAX_BYTES_PER_RUN": env_int("ORCHESTRATOR_LOG_MAX_BYTES_PER_RUN", 10_000_000),
+    "LOG_MAX_LINE_CHARS": env_int("ORCHESTRATOR_LOG_MAX_LINE_CHARS", 20_000),
+    "MAX_RESULT_BYTES": env_int("ORCHESTRATOR_MAX_RESULT_BYTES", 2_000_000),  # a larger result fails its task
+    # Tasks in flight per worker process: async tasks on its event loop and threads=True tasks in its
+    # thread pool (other sync tasks keep a forked work horse each, one at a time).
+    "CONCURRENCY": env_int("ORCHESTRATOR_CONCURRENCY", 250),
+    # seconds a stopping worker (SIGTERM) lets its tasks in flight end before it hands them back
+    "SHUTDOWN_GRACE": env_float("ORCHESTRATOR_SHUTDOWN_GRACE", 3.0),
     # Bearer token a Prometheus server sends to scrape /metrics (staff sessions need none); unset: staff only.
     "METRICS_TOKEN": env_str("ORCHESTRATOR_METRICS_TOKEN"),
     "METRICS_WINDOW": env_int("ORCHESTRATOR_METRICS_WINDOW", 3600),  # seconds of runs the duration gauges read
@@ -264,4 +275,3 @@ ORCHESTRATOR = {
     "LOGIN_FAILURES_PER_ADDRESS": env_int("ORCHESTRATOR_LOGIN_FAILURES_PER_ADDRESS", 20),
     "LOGIN_LOCKOUT_SECONDS": env_int("ORCHESTRATOR_LOGIN_LOCKOUT_SECONDS", 900),
 }
-    "MAX_LOST_RUNS": 3,  # an attempt whose worker died this many times in a row fails instead of re-queuing

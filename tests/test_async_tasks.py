@@ -123,3 +123,38 @@ def test_the_registry_says_which_tasks_run_in_slots():
     assert get_task("examples.async_sleep").runs_in_slot and get_task("examples.async_sleep").is_async
     assert get_task("examples.thread_sleep").runs_in_slot and not get_task("examples.thread_sleep").is_async
     assert not get_task("examples.sleep").runs_in_slot
+
+
+@task("tests.async_flaky", retries=2, retry_backoff=0)
+async def async_flaky(ctx):
+    if ctx.attempt < 3:
+        raise RuntimeError(f"attempt {ctx.attempt} failed")
+    return ctx.attempt
+
+
+@task("tests.async_approval")
+async def async_approval(ctx):
+    approved = await ctx.arequest_approval("Ship it?", "an async task asks")
+    return {"approved": approved}
+
+
+def test_an_async_task_is_retried_until_an_attempt_succeeds(owner):
+    sig = submit(owner, {"task": "tests.async_flaky"})
+    drain()
+    sig.refresh_from_db()
+    assert (sig.status, sig.result, sig.attempts) == (Status.COMPLETED, 3, 3)
+
+
+def test_an_async_task_waiting_for_an_approval_holds_no_run_and_continues_with_the_decision(owner):
+    from tasks_app.models import RunStatus
+    from tasks_app.services import approvals
+
+    sig = submit(owner, {"task": "tests.async_approval"})
+    drain()
+    sig.refresh_from_db()
+    assert sig.status == Status.WAITING_APPROVAL
+    assert not sig.runs.filter(status=RunStatus.RUNNING).exists()  # nothing in flight while it waits
+    approvals.decide(sig, approve=True, actor="owner")
+    drain()
+    sig.refresh_from_db()
+    assert (sig.status, sig.result) == (Status.COMPLETED, {"approved": True})

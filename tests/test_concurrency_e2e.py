@@ -160,3 +160,44 @@ def test_rq_registries_and_counters_show_slot_jobs(owner, workers):
     assert started.get_job_ids() == []
     [worker] = [w for w in Worker.all(connection=connection) if w.name in workers.registered()]
     assert worker.successful_job_count >= 10
+
+
+def test_pause_takes_effect_at_the_next_checkpoint_and_resume_continues_from_it(owner, workers):
+    sig = execution.submit(async_sleep(3, step=0.5), owner=owner)
+    sibling = execution.submit(async_sleep(2, step=0.5), owner=owner)
+    workers.start(1, args=["--concurrency", "4"])
+    workers.drain(lambda: Signature.objects.get(pk=sig.pk).progress > 0)
+    lifecycle.pause(Signature.objects.get(pk=sig.pk), actor="test")
+    workers.drain(lambda: sig.runs.filter(status=RunStatus.PAUSED).exists(), timeout=5)
+    slept = Signature.objects.get(pk=sig.pk).checkpoint["slept"]
+    assert 0 < slept < 3
+    workers.drain(lambda: status_of(sibling) == Status.COMPLETED, timeout=20)  # its sibling went on
+    lifecycle.resume(Signature.objects.get(pk=sig.pk), actor="test")
+    workers.drain(lambda: status_of(sig) == Status.COMPLETED, timeout=20)
+    resumed = sig.runs.order_by("number").last()
+    assert (resumed.finished_at - resumed.started_at).total_seconds() < 3 - slept + 1.5  # not from zero
+
+
+def test_a_freed_slot_goes_to_the_highest_priority_task_waiting(owner, workers):
+    blockers = [execution.submit(async_sleep(2), owner=owner) for _ in range(2)]
+    workers.start(1, args=["--concurrency", "2"])
+    workers.drain(lambda: all(status_of(b) == Status.RUNNING for b in blockers))
+    low = [execution.submit(async_sleep(0.2, priority="low"), owner=owner) for _ in range(4)]
+    high = execution.submit(async_sleep(0.2, priority="high"), owner=owner)
+    workers.drain(lambda: all(status_of(s) == Status.COMPLETED for s in [*low, high]), timeout=30)
+    first_low = min(Run.objects.get(signature=s).started_at for s in low)
+    assert Run.objects.get(signature=high).started_at <= first_low
+
+
+def test_sigterm_lets_tasks_end_then_hands_the_rest_back_at_once(owner, workers):
+    quick = [execution.submit(async_sleep(1), owner=owner) for _ in range(3)]
+    slow = [execution.submit(async_sleep(60, step=0.5), owner=owner) for _ in range(3)]
+    [process] = workers.start(1, args=["--concurrency", "10"])
+    workers.drain(lambda: all(status_of(s) == Status.RUNNING for s in quick + slow))
+    process.terminate()
+    process.wait(timeout=10)
+    assert all(status_of(s) == Status.COMPLETED for s in quick)  # ended within the grace
+    for sig in slow:
+        runs = list(Run.objects.filter(signature=sig).order_by("number"))
+        assert [r.status for r in runs] == [RunStatus.LOST, RunStatus.QUEUED]  # handed back, not waiting for a pass
+        assert status_of(sig) == Status.QUEUED

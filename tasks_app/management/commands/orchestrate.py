@@ -195,7 +195,7 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="Number of RQ worker processes.")
         parser.add_argument("--no-web", action="store_true", help="Run workers and periodic jobs only.")
         parser.add_argument("--concurrency", type=int, default=None,
-                            help="Async and threads=True tasks in flight per worker (ORCHESTRATOR_CONCURRENCY, 100).")
+                            help="Async and threads=True tasks in flight per worker (ORCHESTRATOR_CONCURRENCY, 250).")
         parser.add_argument("--grace", type=float, default=5.0,
                             help="Seconds running jobs get to finish on stop before a cold shutdown.")
 
