@@ -237,3 +237,41 @@ def test_var_is_0700_and_the_sqlite_database_and_its_wal_are_0600(tmp_path):
     assert mode(var) == 0o700
     assert set(modes) >= {"db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm"}
     assert modes == {name: 0o600 for name in modes}
+
+
+# CI's dependency audit --------------------------------------------------------------------------------------
+
+
+def audit_verdict(tmp_path: Path, **reports: dict) -> tuple[int, str]:
+    args = []
+    for kind, report in reports.items():
+        path = tmp_path / f"{kind}.json"
+        path.write_text(json.dumps(report))
+        args += [f"--{kind}-report", str(path)]
+    done = subprocess.run([sys.executable, str(settings.BASE_DIR / "bin" / "audit-deps"), *args],
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout
+
+
+def pip_report(*vulns: dict) -> dict:
+    return {"dependencies": [{"name": "django", "version": "5.2.0", "vulns": list(vulns)},
+                             {"name": "rq", "version": "3.0.0", "vulns": []}], "fixes": []}
+
+
+def test_the_audit_fails_on_a_vulnerability_with_a_fix_and_only_warns_without_one(tmp_path):
+    fixable = {"id": "PYSEC-2026-1", "fix_versions": ["5.2.1"], "aliases": [], "description": ""}
+    unfixed = {"id": "GHSA-xxxx", "fix_versions": [], "aliases": [], "description": ""}
+    code, out = audit_verdict(tmp_path, pip=pip_report(fixable, unfixed))
+    assert code == 1 and "django 5.2.0: PYSEC-2026-1 (fixed in 5.2.1)" in out and "GHSA-xxxx (no fix" in out
+    assert audit_verdict(tmp_path, pip=pip_report(unfixed))[0] == 0
+    npm = {"vulnerabilities": {"htmx.org": {"severity": "high", "fixAvailable": True, "via": [{"title": "XSS"}]}}}
+    code, out = audit_verdict(tmp_path, npm=npm)
+    assert code == 1 and "htmx.org (high): XSS" in out
+    npm["vulnerabilities"]["htmx.org"]["fixAvailable"] = False
+    assert audit_verdict(tmp_path, npm=npm)[0] == 0
+
+
+def test_an_audit_that_could_not_read_its_database_does_not_pass(tmp_path):
+    skipped = {"dependencies": [{"name": "django", "skip_reason": "Dependency not found on PyPI"}], "fixes": []}
+    assert audit_verdict(tmp_path, pip=skipped)[0] == 2
+    assert audit_verdict(tmp_path, npm={"message": "405 Method Not Allowed", "error": {}})[0] == 2
