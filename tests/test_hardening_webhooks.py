@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import time_machine
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -22,6 +23,7 @@ from django.utils import timezone
 from tasks_app import jobs
 from tasks_app.models import Notification, NotificationPreference, Status
 from tasks_app.services import execution, notifications, transport
+from tasks_app.worker import POP_FOLLOW_UP
 
 pytestmark = pytest.mark.django_db
 
@@ -369,6 +371,17 @@ def test_a_first_delivery_never_enqueued_is_picked_up(owner, local_allowed, redi
     with django_capture_on_commit_callbacks(execute=True):
         assert notifications.reschedule_due_deliveries() == 1
     assert run_queued_webhook() == "sent" and len(server.requests) == 1 and webhook_outcome(notice) == "sent"
+
+
+def test_a_work_horse_never_takes_a_webhook_job_for_a_task_run(owner, redis_conn, hook,
+                                                                django_capture_on_commit_callbacks):
+    """Workers take ``orch-...`` jobs at the queues' heads as task runs (follow-ups, slots); a delivery is not one."""
+    url, _ = hook
+    notify(owner, f"{url}/hook", django_capture_on_commit_callbacks)
+    pop = redis_conn.register_script(POP_FOLLOW_UP)
+    queues = [f"rq:queue:{name}" for name in settings.ORCHESTRATOR_QUEUES]
+    assert not pop(keys=["orchestrator:follow-up:test", *queues], args=["test", "2026-12-04T15:00:00Z", 60, "orch-1-1"])
+    assert len(webhook_jobs()) == 1
 
 
 # On real workers ---------------------------------------------------------------------------------

@@ -392,7 +392,8 @@ def enqueue_webhook(notification_id: int, attempt: int, *, delay: float = 0) -> 
 
 
 def webhook_job_id(notification_id: int, attempt: int) -> str:
-    return f"orch-webhook-{notification_id}-{attempt}"
+    """Not ``orch-...``: workers take jobs with that prefix for task runs (tasks_app/worker.py, slots.py)."""
+    return f"webhook-{notification_id}-{attempt}"
 
 
 def reschedule_due_deliveries() -> int:
