@@ -78,6 +78,11 @@ def tree_rss(roots: list) -> int:
     return total
 
 
+def leg_timeout(n: int, seconds: float, max_concurrency: int) -> float:
+    """Seconds a leg may take: each member also costs CPU (about 50 ms on two loaded cores), not only its sleep."""
+    return max(600.0, 20 * n * seconds / max_concurrency, 0.25 * n)
+
+
 # Orchestrator ---------------------------------------------------------------------------------
 
 
@@ -122,7 +127,7 @@ def orchestrator_leg(bench: common.Bench, n: int, seconds: float, max_concurrenc
     with PeakRss(lambda: workers) as memory:
         started = common.utcnow()
         swarm = execution.submit(spec, owner=common.owner())
-        last = common.wait_finished(bench, [swarm.pk], timeout=max(120, 20 * n * seconds / max_concurrency))
+        last = common.wait_finished(bench, [swarm.pk], timeout=leg_timeout(n, seconds, max_concurrency))
     bench.stop_workers()
     common.check_completed([swarm.pk])
     slots = f"{len(workers)} workers × {settings.ORCHESTRATOR.get('CONCURRENCY', 1)} slots"
@@ -147,7 +152,7 @@ def celery_leg(bench: common.Bench, n: int, seconds: float, max_concurrency: int
             celery_app.sleep.s(seconds),
             pool="threads",
             concurrency=max_concurrency,
-            timeout=max(120, 20 * n * seconds / max_concurrency),
+            timeout=leg_timeout(n, seconds, max_concurrency),
         )
     return Leg(f"Celery chord, --pool threads --concurrency {max_concurrency}", wall, memory.peak)
 

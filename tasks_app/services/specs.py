@@ -77,7 +77,7 @@ class _Validator:
             self.error(path, f"nesting deeper than {MAX_DEPTH} levels")
             return {}
         kind = raw.get("kind", Kind.TASK)
-        if kind not in FIELDS:  # keyed by every Kind (Kind.values builds a new list per call)
+        if not isinstance(kind, str) or kind not in FIELDS:  # keyed by every Kind (Kind.values: a new list per call)
             self.error(_join(path, "kind"), f"unknown kind {kind!r}; use one of {', '.join(Kind.values)}")
             return {}
         for key in raw:
