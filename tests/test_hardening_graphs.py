@@ -128,3 +128,14 @@ def test_a_node_missing_before_the_graph_starts_is_recorded_once(owner):
     graph.refresh_from_db()
     assert graph.status == Status.COMPLETED and set(graph.result) == {"a", "c"}
     assert Event.objects.filter(signature=graph, type="node_missing").count() == 1
+
+
+@pytest.mark.django_db
+def test_an_edge_condition_of_more_than_100_parts_is_a_400_naming_it(owner_client):
+    spec = matches_graph("a", "a")
+    spec["edges"][0]["when"] = {"any": [{"op": "matches", "value": "a"}] * 100}  # 101 parts with the "any"
+    response = owner_client.post("/api/tasks/", spec, format="json")
+    assert response.status_code == 400
+    assert "at most 100 parts" in response.json()["errors"]["edges[0].when"]
+    spec["edges"][0]["when"] = {"any": [{"op": "matches", "value": "a"}] * 99}
+    assert owner_client.post("/api/tasks/", spec, format="json").status_code == 201
