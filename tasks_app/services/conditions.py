@@ -218,7 +218,8 @@ def _predicate(cond: dict, result: Any) -> bool:
         if op in ("gt", "gte", "lt", "lte"):
             if not _is_number(value):
                 return False
-            return {"gt": value > expected, "gte": value >= expected, "lt": value < expected, "lte": value <= expected}[op]
+            return {"gt": value > expected, "gte": value >= expected,
+                    "lt": value < expected, "lte": value <= expected}[op]
         if op == "in":
             return value in expected
         if op == "contains":
