@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import time_machine
+import trustme
 from django.conf import settings
 from django.test import Client
 from django.urls import reverse
@@ -57,9 +59,12 @@ class Recorder(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def hook_server(host: str = "127.0.0.1", port: int = 0, status: int = 200) -> Iterator[tuple[str, type[Recorder]]]:
+def hook_server(host: str = "127.0.0.1", port: int = 0, status: int = 200,
+                tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, type[Recorder]]]:
     handler = type("Hook", (Recorder,), {"requests": [], "status": status})
     server = HTTPServer((host, port), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -177,6 +182,43 @@ def test_the_connection_goes_to_the_address_that_was_checked(owner, local_allowe
         assert run_queued_webhook() == "sent"
     assert len(checked.requests) == 1 and other.requests == [] and lookups == ["rebind.test"]
     assert checked.requests[0]["headers"]["Host"] == f"rebind.test:{port}"
+
+
+@contextmanager
+def https_server(ca: trustme.CA, name: str) -> Iterator[tuple[int, type[Recorder]]]:
+    """An HTTPS receiver on 127.0.0.1 whose certificate, issued by ``ca``, names ``name``."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(tls)
+    with hook_server(tls=tls) as (url, handler):
+        yield int(url.rsplit(":", 1)[1]), handler
+
+
+@pytest.fixture
+def trusted_ca(monkeypatch, tmp_path) -> trustme.CA:
+    """A certificate authority the process trusts (OpenSSL reads SSL_CERT_FILE when a context loads its roots)."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    return ca
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_certificate_of_the_name(
+        owner, local_allowed, trusted_ca, redis_conn, monkeypatch, django_capture_on_commit_callbacks):
+    with https_server(trusted_ca, "hooks.test") as (port, server):
+        lookups = fake_dns(monkeypatch, "hooks.test", lambda n: answers(port, "127.0.0.1" if n == 1 else "127.0.0.2"))
+        notice = notify(owner, f"https://hooks.test:{port}/hook", django_capture_on_commit_callbacks)
+        assert run_queued_webhook() == "sent"
+    assert lookups == ["hooks.test"] and len(server.requests) == 1 and webhook_outcome(notice) == "sent"
+    assert server.requests[0]["headers"]["Host"] == f"hooks.test:{port}"
+
+
+def test_https_with_a_certificate_of_another_name_is_refused(owner, local_allowed, trusted_ca, redis_conn,
+                                                             monkeypatch, django_capture_on_commit_callbacks):
+    with https_server(trusted_ca, "other.test") as (port, server):
+        fake_dns(monkeypatch, "hooks.test", answers(port, "127.0.0.1"))
+        notify(owner, f"https://hooks.test:{port}/hook", django_capture_on_commit_callbacks)
+        assert run_queued_webhook() == "retrying in 10 s (attempt 1 failed: TLS error)"
+    assert server.requests == []
 
 
 def test_the_setting_allows_a_local_destination(owner, hook, local_allowed, redis_conn,
