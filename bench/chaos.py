@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from bench.chaos_checks import Row, check, print_table  # noqa: E402
 from bench.chaos_system import VAR, System  # noqa: E402
 
 TASK = "chaos.work"
+GATE = "chaos.gate"
 
 
 # Workload -------------------------------------------------------------------------------------
@@ -84,11 +86,33 @@ def flat_swarm(rng: random.Random) -> tuple[dict, int]:
     }, 20
 
 
+def graph_with_join(rng: random.Random) -> tuple[dict, int]:
+    """graph: a fans out to b and c, d joins them; `on_failure` (a's failure path) must end skipped."""
+    nodes = {key: work(rng, f"graph-{key}") for key in ("a", "b", "c", "d", "on_failure")}
+    edges = [
+        {"from": "a", "to": "b"},
+        {"from": "a", "to": "c", "when": {"path": "", "op": "gt", "value": 0}},  # a's result: its own id
+        {"from": "b", "to": "d"},
+        {"from": "c", "to": "d"},
+        {"from": "a", "to": "on_failure", "when": {"on": "failure"}},
+    ]
+    return {"kind": "graph", "nodes": nodes, "edges": edges}, 4
+
+
+def gated_chain(rng: random.Random) -> tuple[dict, int]:
+    """chain[gate (times out: approve), gate (times out: reject), task]: nobody decides, the defaults do."""
+    gates = [
+        {"task": GATE, "kwargs": {"timeout": rng.uniform(1, 3), "default": default, "label": f"gate-{default}"}}
+        for default in ("approve", "reject")
+    ]
+    return {"kind": "chain", "steps": [*gates, work(rng, "after-gates")]}, 3
+
+
 def workflows(n_tasks: int, roots: int, rng: random.Random) -> list[dict]:
     """`roots` top-level swarms (max 3 units at once) whose units hold about n_tasks member tasks."""
     units: list[list[dict]] = [[] for _ in range(roots)]
     total = i = 0
-    makers = (chain_around_swarm, swarm_of_chains, flat_swarm)
+    makers = (chain_around_swarm, swarm_of_chains, flat_swarm, graph_with_join, gated_chain)
     while total < n_tasks:
         spec, size = makers[i % len(makers)](rng)
         units[i % roots].append(spec)
@@ -105,6 +129,53 @@ def workflows(n_tasks: int, roots: int, rng: random.Random) -> list[dict]:
         for k, group in enumerate(units)
         if group
     ]
+
+
+# The webhook receiver ------------------------------------------------------------------------
+
+
+class WebhookReceiver:
+    """A local HTTP server standing for a chat app: it answers 200 and counts POSTs per notification."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = Counter()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                received[body.get("notification_id")] += 1
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:  # quiet: the run prints its own table
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="webhooks")
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for_webhooks(timeout: float) -> None:
+    """Until every notification's webhook delivery has an outcome (sent or failed), or the timeout."""
+    from tasks_app.models import Notification
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deliveries = Notification.objects.values_list("deliveries", flat=True)
+        outcomes = [d.get("webhook") or "queued" for d in deliveries]
+        if not any(outcome == "queued" or outcome.startswith("retrying") for outcome in outcomes):
+            return
+        time.sleep(0.5)
 
 
 # The watching client --------------------------------------------------------------------------
@@ -272,7 +343,7 @@ def run(args) -> bool:
         out, workers=args.workers, reconcile_every=args.reconcile_every, redis_persistent=args.redis_persistence
     )
     rng = random.Random(args.seed)
-    watcher = None
+    watcher = receiver = None
     try:
         system.configure()
         system.setup_django()
@@ -280,6 +351,7 @@ def run(args) -> bool:
         from django.db import connection
 
         from tasks_app.embedded_redis import redacted
+        from tasks_app.models import NotificationPreference
         from tasks_app.services import execution
 
         print(
@@ -289,6 +361,8 @@ def run(args) -> bool:
             flush=True,
         )
         user, _ = get_user_model().objects.get_or_create(username="chaos")
+        receiver = WebhookReceiver()
+        NotificationPreference.objects.update_or_create(user=user, defaults={"webhook_url": receiver.url})
         system.start()
         cookie = session_cookie(user)
         watcher = Watcher(system.port, cookie)
@@ -298,8 +372,9 @@ def run(args) -> bool:
         system.note(f"submitted {len(roots)} workflows of {args.tasks}+ member tasks to {args.workers} workers")
         happened = drive(system, args, roots, watcher, rng)
         time.sleep(1.5)  # the last live messages
+        wait_for_webhooks(timeout=60)
         rows, stats = check(system.record_file)
-        extra = client_rows(system, watcher, cookie, roots, happened)
+        extra = client_rows(system, watcher, cookie, roots, happened) + webhook_rows(receiver, stats)
         stats = {
             "seconds": f"{happened['seconds']:.0f}",
             "workers killed (SIGKILL)": len(happened["kill"]),
@@ -315,6 +390,8 @@ def run(args) -> bool:
     finally:
         if watcher is not None:
             watcher.close()
+        if receiver is not None:
+            receiver.close()
         system.stop()
 
 
@@ -333,6 +410,33 @@ def client_rows(system: System, watcher: Watcher, cookie: str, roots: list[int],
     statuses = [api_status(system.port, cookie, pk) for pk in roots]
     rows.append(Row("workflows completed, as the API tells the client", len(roots), statuses.count("completed")))
     return rows
+
+
+def gates_unannounced() -> int:
+    from tasks_app.models import Notification, Signature
+
+    gates = set(Signature.objects.filter(task_name=GATE).values_list("pk", flat=True))
+    announced = Notification.objects.filter(event="approval_needed", deliveries__webhook="sent")
+    return len(gates - set(announced.values_list("signature_id", flat=True)))
+
+
+def webhook_rows(receiver: WebhookReceiver, stats: dict) -> list[Row]:
+    """Every notification's webhook was sent and reached the receiver; nothing arrived that was not sent."""
+    from tasks_app.models import Notification
+
+    outcomes = dict(Notification.objects.values_list("pk", "deliveries__webhook"))
+    sent = {pk for pk, outcome in outcomes.items() if outcome == "sent"}
+    stats["notifications (webhook)"] = len(outcomes)
+    stats["webhook POSTs received"] = sum(receiver.received.values())
+    stats["webhooks received twice (a worker killed between POST and record)"] = sum(
+        1 for n in receiver.received.values() if n > 1
+    )
+    return [
+        Row("notifications whose webhook was not sent", 0, len(outcomes) - len(sent)),
+        Row("webhooks sent but never received", 0, len(sent - set(receiver.received))),
+        Row("webhooks received for no notification", 0, len(set(receiver.received) - set(outcomes))),
+        Row("gates whose 'approval needed' webhook was not sent", 0, gates_unannounced()),
+    ]
 
 
 def stop_on_sigterm(signum, frame) -> None:

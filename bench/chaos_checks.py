@@ -10,7 +10,11 @@ executions the task recorded itself (bench/chaos_tasks.py).
   ended `lost`;
 - every signature records the `completed` event once: no completion counted twice;
 - every callback exists once per trigger (one `task_on_success` per member and template, one
-  `on_success` per container and template), was queued once, and completed once.
+  `on_success` per container and template), was queued once, and completed once;
+- every graph ran its taken nodes once, its join only after both inputs ended, and left its failure
+  path `skipped` without a run;
+- every gate (an approval nobody decides) was decided once, by its timeout, with its default, and
+  returned it; its first run ended `waiting_approval`, the run after the decision `completed`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+GATE = "chaos.gate"
+FAILURE_PATH = "on_failure"  # the graph node behind a failure edge: a chaos task never fails
+# How a run may end: completed, lost (its worker killed), or waiting for an approval (a gate's first run).
+ENDED = ("completed", "lost", "waiting_approval")
 
 
 @dataclass
@@ -68,13 +77,17 @@ def check(record_file: Path) -> tuple[list[Row], dict]:
             "started_at",
             "finished_at",
             "task_name",
+            "node_key",
+            "result",
+            "kwargs",
         )
     }
     runs = list(Run.objects.values("pk", "signature_id", "number", "attempt", "status", "started_at", "finished_at"))
     events = Counter(Event.objects.values_list("signature_ref", "type"))
     logged_runs = set(LogEntry.objects.filter(message__startswith="chaos work").values_list("run_id", flat=True))
     records = read_records(record_file)
-    tasks = [s for s in sigs.values() if s["kind"] == "task"]
+    skipped = {pk for pk, s in sigs.items() if s["status"] == Status.SKIPPED and s["node_key"] == FAILURE_PATH}
+    tasks = [s for s in sigs.values() if s["kind"] == "task" and s["pk"] not in skipped]
     rows: list[Row] = []
     stats: dict = {}
 
@@ -83,7 +96,13 @@ def check(record_file: Path) -> tuple[list[Row], dict]:
     stats["tasks"] = len(tasks)
     stats["members"] = sum(1 for s in tasks if s["callback_of_id"] is None)
     stats["callbacks"] = sum(1 for s in sigs.values() if s["callback_of_id"] is not None)
-    rows.append(Row("signatures not completed", 0, len(sigs) - by_status.get(Status.COMPLETED, 0)))
+    rows.append(
+        Row(
+            "signatures not completed (graph failure paths apart)",
+            0,
+            len(sigs) - len(skipped) - by_status[Status.COMPLETED],
+        )
+    )
 
     runs_of = defaultdict(list)
     for run in runs:
@@ -94,7 +113,7 @@ def check(record_file: Path) -> tuple[list[Row], dict]:
             "tasks without exactly one completed run", 0, sum(1 for runs_ in completed_runs.values() if len(runs_) != 1)
         )
     )
-    other = Counter(r["status"] for r in runs if r["status"] not in (RunStatus.COMPLETED, RunStatus.LOST))
+    other = Counter(r["status"] for r in runs if r["status"] not in ENDED)
     rows.append(Row("runs neither completed nor lost", 0, sum(other.values())))
     rows.append(Row("runs of an attempt other than 1", 0, sum(1 for r in runs if r["attempt"] != 1)))
     stats["runs"] = len(runs)
@@ -102,7 +121,9 @@ def check(record_file: Path) -> tuple[list[Row], dict]:
 
     rows += _execution_rows(records, runs, completed_runs, stats)
     rows += _callback_rows(sigs, stats)
-    rows += _event_rows(sigs, events)
+    rows += _event_rows({pk: s for pk, s in sigs.items() if pk not in skipped}, events)
+    rows += _graph_rows(sigs, skipped, runs_of, stats)
+    rows += _gate_rows(sigs, runs_of, events, stats)
     rows.append(
         Row(
             "completed runs without their log line",
@@ -115,7 +136,6 @@ def check(record_file: Path) -> tuple[list[Row], dict]:
 
 
 def _execution_rows(records, runs, completed_runs, stats) -> list[Row]:
-    from tasks_app.models import RunStatus
 
     status_of = {(r["signature_id"], r["number"]): r["status"] for r in runs}
     starts = Counter((sig, run) for kind, sig, run, _, _ in records if kind == "start")
@@ -134,7 +154,7 @@ def _execution_rows(records, runs, completed_runs, stats) -> list[Row]:
         Row(
             "executions of a run neither completed nor lost",
             0,
-            sum(1 for key in starts if status_of.get(key) not in (RunStatus.COMPLETED, RunStatus.LOST)),
+            sum(1 for key in starts if status_of.get(key) not in ENDED),
         ),
     ]
 
@@ -166,6 +186,61 @@ def _event_rows(sigs: dict, events: Counter) -> list[Row]:
         Row("signatures without exactly one 'completed' event", 0, twice),
         Row("tasks queued from pending more than once (callback or member fired twice)", 0, queued_twice),
         Row("status events missing (queued/running/completed, started/completed)", 0, missing),
+    ]
+
+
+def _graph_rows(sigs: dict, skipped: set[int], runs_of: dict, stats: dict) -> list[Row]:
+    """Each graph: a, b, c, d completed once; d started after b and c ended; the failure path skipped, never run."""
+    graphs = [s for s in sigs.values() if s["kind"] == "graph"]
+    nodes = defaultdict(dict)
+    for sig in sigs.values():
+        if sig["node_key"]:
+            nodes[sig["parent_id"]][sig["node_key"]] = sig
+    early_joins = 0
+    for graph in graphs:
+        members = nodes[graph["pk"]]
+        ended = [
+            run["finished_at"]
+            for key in ("b", "c")
+            for run in runs_of[members[key]["pk"]]
+            if run["status"] == "completed"
+        ]
+        join_starts = [run["started_at"] for run in runs_of[members["d"]["pk"]] if run["started_at"]]
+        early_joins += bool(join_starts) and (len(ended) < 2 or min(join_starts) < max(ended))
+    never_ran = sum(1 for pk in skipped if not runs_of[pk])
+    stats["graphs"] = len(graphs)
+    return [
+        Row("graph failure paths skipped without a run", len(graphs), never_ran),
+        Row("graph joins started before both inputs ended", 0, early_joins),
+    ]
+
+
+def _gate_rows(sigs: dict, runs_of: dict, events: Counter, stats: dict) -> list[Row]:
+    """Each gate: one approval, decided once by its timeout with its default, and the task returned it."""
+    from tasks_app.models import Approval
+
+    gates = {pk: s for pk, s in sigs.items() if s["task_name"] == GATE}
+    approvals = defaultdict(list)
+    for approval in Approval.objects.filter(signature_id__in=gates).values(
+        "signature_id", "status", "default", "decided_by"
+    ):
+        approvals[approval["signature_id"]].append(approval)
+    wrong = 0
+    for pk, gate in gates.items():
+        decided = approvals[pk]
+        expected = "approved" if gate["kwargs"].get("default", "reject") == "approve" else "rejected"
+        wrong += not (
+            len(decided) == 1
+            and decided[0]["status"] == expected
+            and decided[0]["decided_by"] == "timeout"
+            and gate["result"] == (expected == "approved")
+            and events[(pk, "approval_decided")] == 1
+        )
+    waiting = sum(1 for pk in gates if sum(r["status"] == "waiting_approval" for r in runs_of[pk]) != 1)
+    stats["gates (approvals decided by their timeout)"] = len(gates)
+    return [
+        Row("gates not decided once by their timeout with their default", 0, wrong),
+        Row("gates without exactly one run that waited for the approval", 0, waiting),
     ]
 
 

@@ -125,6 +125,7 @@ class System:
         os.environ["SECURE_SSL_REDIRECT"] = "0"  # plain http on 127.0.0.1
         os.environ.setdefault("ORCHESTRATOR_LOG_LEVEL", "WARNING")
         os.environ["ORCHESTRATOR_AUTO_RESUME"] = "1"
+        os.environ["ORCHESTRATOR_WEBHOOK_ALLOW_PRIVATE"] = "1"  # the webhook receiver is on 127.0.0.1
         os.environ["CHAOS_RECORD_FILE"] = str(self.record_file)
         os.environ["CHAOS_RECONCILE_EVERY"] = str(self.reconcile_every)
         if self.heartbeat_timeout:

@@ -38,3 +38,18 @@ def work(ctx, ms: float = 20, input=None, label: str = ""):
     time.sleep(ms / 2000)
     record("end", ctx)
     return ctx.signature.pk
+
+
+GATE = "chaos.gate"
+
+
+@task(GATE, category="chaos")
+def gate(ctx, timeout: float = 2, default: str = "approve", input=None, label: str = ""):
+    """Asks for an approval nobody gives: the timeout applies the default, and the task returns it.
+
+    Its first run ends waiting (a `start` line, no `end`); the run after the decision records both."""
+    record("start", ctx)
+    approved = ctx.request_approval("chaos gate", details=label, timeout=timeout, default=default)
+    ctx.log.info("chaos work %s run %s %s", ctx.signature.pk, ctx.run.number, label)
+    record("end", ctx)
+    return approved

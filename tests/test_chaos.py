@@ -1,7 +1,9 @@
 """The chaos run, shortened: nested workflows on 4 real workers while workers are killed with
 SIGKILL, Redis restarts empty and the web server restarts under a watching client; every task
 completes exactly once, every callback fires once, max_concurrency holds, no event or log line is
-missing (bench/chaos_checks.py). The full run is `make chaos` (docs/reliability.md)."""
+missing, graphs skip their failure path and join after both inputs, approvals nobody decides take
+their timeout's default once, and every notification's webhook reaches a local receiver
+(bench/chaos_checks.py, bench/chaos.py). The full run is `make chaos` (docs/reliability.md)."""
 
 from __future__ import annotations
 
