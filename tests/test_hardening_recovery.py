@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -208,20 +210,20 @@ def test_a_failing_webhook_reschedule_is_reported_and_the_pass_goes_on(owner, jo
 # 9. No duplicate on retry when Redis is down ---------------------------------------------------
 
 
-def unreachable_redis() -> redis.Redis:
-    """A client of a port nothing listens on: every command raises ConnectionError."""
+@contextmanager
+def unreachable_redis() -> Iterator[redis.Redis]:
+    """A client of a port bound but not listening (no other process can take it meanwhile): every
+    command raises ConnectionError."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+        yield redis.Redis(host="127.0.0.1", port=probe.getsockname()[1], socket_connect_timeout=1)
 
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_submit_while_redis_is_down_answers_201_once_and_the_pass_runs_it_later(owner_client, workers, monkeypatch):
     body = {"task": "examples.echo", "kwargs": {"value": 7}, "idempotency_key": "crm-import-42"}
-    with monkeypatch.context() as down:
-        dead = unreachable_redis()
+    with monkeypatch.context() as down, unreachable_redis() as dead:
         down.setattr(transport, "connection", lambda queue: dead)
         created = owner_client.post("/api/tasks/", body, format="json")
         retried = owner_client.post("/api/tasks/", body, format="json")
