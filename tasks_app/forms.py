@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 
+from .api.content import text_problem
 from .models import NOTIFIABLE_EVENTS, Kind, NotificationPreference, Priority, Status, new_webhook_secret
 from .registry import TaskDef, all_tasks
 
@@ -128,22 +129,61 @@ def param_field(param: dict) -> forms.Field:
     return JSONValueField(initial=None if default is None else json.dumps(default), **common)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class StrictJSONDecoder(json.JSONDecoder):
+    """JSON as the API reads it: ``NaN``, ``Infinity`` and ``-Infinity`` are refused (ValueError)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, parse_constant=_no_constant, **kwargs)
+
+
+def refuse_bad_text(value: Any) -> Any:
+    """The value, unless it holds text the API refuses: a NUL character or a lone surrogate."""
+    problem = text_problem(value)
+    if problem:
+        raise forms.ValidationError(problem, code="invalid")
+    return value
+
+
+def parse_json(raw: str) -> Any:
+    """The JSON in ``raw``, or a form error saying what the API would refuse in it."""
+    try:
+        value = json.loads(raw, cls=StrictJSONDecoder)
+    except json.JSONDecodeError as exc:
+        raise forms.ValidationError(f"not valid JSON: {exc}", code="invalid") from exc
+    except RecursionError:
+        raise forms.ValidationError("not valid JSON: it is nested too deeply to read", code="invalid") from None
+    except ValueError as exc:  # NaN or Infinity
+        raise forms.ValidationError(str(exc), code="invalid") from None
+    return refuse_bad_text(value)
+
+
 class DepthSafeJSONField(forms.JSONField):
     """Django's JSON form field, except that input nested deeper than Python's parser can follow
-    (its recursion limit) is an error on the field, not a server error."""
+    (its recursion limit) is an error on the field, not a server error, and that what the API
+    refuses (NaN, Infinity, NUL characters, lone surrogates) is an error too."""
 
     default_error_messages = {"too_deep": "Enter valid JSON: it is nested too deeply to read."}
 
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("decoder", StrictJSONDecoder)
+        super().__init__(**kwargs)
+
     def to_python(self, value: Any) -> Any:
         try:
-            return super().to_python(value)
+            return refuse_bad_text(super().to_python(value))
         except RecursionError:
             raise forms.ValidationError(self.error_messages["too_deep"], code="too_deep") from None
+        except ValueError as exc:  # NaN or Infinity
+            raise forms.ValidationError(str(exc), code="invalid") from None
 
     def bound_data(self, data: Any, initial: Any) -> Any:
         try:
             return super().bound_data(data, initial)
-        except RecursionError:  # shown back as typed, like any invalid JSON
+        except (RecursionError, ValueError):  # shown back as typed, like any invalid JSON
             return forms.fields.InvalidJSONInput(data)
 
 
@@ -159,9 +199,12 @@ class JSONValueField(forms.CharField):
         if value in self.empty_values:
             return None
         try:
-            return json.loads(value)
+            decoded = json.loads(value, cls=StrictJSONDecoder)
         except (json.JSONDecodeError, RecursionError):
             return value
+        except ValueError as exc:  # NaN or Infinity
+            raise forms.ValidationError(str(exc), code="invalid") from None
+        return refuse_bad_text(decoded)
 
 
 class ParamsForm(forms.Form):
@@ -184,10 +227,7 @@ class ParamsForm(forms.Form):
         raw = self.cleaned_data["extra"].strip()
         if not raw:
             return {}
-        try:
-            value = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise forms.ValidationError(f"not valid JSON: {exc}") from exc
+        value = parse_json(raw)
         if not isinstance(value, dict):
             raise forms.ValidationError("must be a JSON object")
         return value
@@ -213,10 +253,7 @@ class SpecForm(OptionsForm):
     )
 
     def clean_spec(self) -> dict:
-        try:
-            value = json.loads(self.cleaned_data["spec"])
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise forms.ValidationError(f"not valid JSON: {exc}") from exc
+        value = parse_json(self.cleaned_data["spec"])
         if not isinstance(value, dict):
             raise forms.ValidationError("must be a JSON object")
         return value

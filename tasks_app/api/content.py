@@ -40,13 +40,13 @@ class JSONBodyParser(JSONParser):
             too_deep = True
         if too_deep:
             raise ParseError(f"lists and objects nest deeper than {MAX_JSON_DEPTH} levels")
-        problem = _text_problem(data)
+        problem = text_problem(data)
         if problem:
             raise ParseError(problem)
         return data
 
 
-def _text_problem(data: Any) -> str | None:
+def text_problem(data: Any) -> str | None:
     """What makes a parsed body unstorable or unanswerable though it is valid JSON: a lone surrogate
     (``"\\ud800"``) cannot be encoded back to UTF-8, and PostgreSQL refuses NUL characters."""
     stack = [data]

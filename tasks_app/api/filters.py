@@ -12,6 +12,7 @@ from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 
 from ..models import Kind, Signature, Status
+from .digits import AsciiIntegerFormField
 
 MARKED = "marked_for_deletion"
 
@@ -24,7 +25,7 @@ MAX_ID = 2**63 - 1  # the largest primary key a database stores; a larger number
 
 
 class IdFilter(filters.NumberFilter):
-    field_class = forms.IntegerField
+    field_class = AsciiIntegerFormField
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, min_value=1, max_value=MAX_ID, **kwargs)

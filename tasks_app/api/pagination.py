@@ -9,15 +9,25 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from .digits import MESSAGE, AsciiIntegerField, is_ascii_int
+from .errors import InvalidInput
+
 
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 1000
 
+    def paginate_queryset(self, queryset, request, view=None):
+        for param in (self.page_query_param, self.page_size_query_param):
+            value = request.query_params.get(param)
+            if value and value != "last" and not is_ascii_int(value):
+                raise InvalidInput({param: MESSAGE})
+        return super().paginate_queryset(queryset, request, view)
+
 
 class CursorParams(serializers.Serializer):
-    after = serializers.IntegerField(min_value=0, default=0, help_text="Only rows with a larger id (the last id seen).")
-    limit = serializers.IntegerField(min_value=1, max_value=10_000, default=1000, help_text="At most this many rows.")
+    after = AsciiIntegerField(min_value=0, default=0, help_text="Only rows with a larger id (the last id seen).")
+    limit = AsciiIntegerField(min_value=1, max_value=10_000, default=1000, help_text="At most this many rows.")
 
 
 def cursor_page(request: Request, queryset: QuerySet, serializer_class: type[serializers.Serializer]) -> Response:

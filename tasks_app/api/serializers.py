@@ -25,6 +25,7 @@ from ..models import (
     Status,
 )
 from ..services import approvals, metrics
+from .digits import AsciiIntegerField
 
 MAX_CHILDREN = 1000  # members listed inline in a detail; ``GET /api/tasks/?parent=ID`` pages through all
 MAX_SINCE_DAYS = 366  # how far back ``GET /api/metrics/?since=`` may reach
@@ -206,7 +207,9 @@ class SignatureDetailSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(CallbackSerializer(many=True))
     def get_callbacks(self, sig: Signature) -> list[dict]:
-        callbacks = sig.callbacks.order_by("pk").only("pk", "callback_of", "callback_on", "status", "task_name", "trigger_id")
+        callbacks = sig.callbacks.order_by("pk").only(
+            "pk", "callback_of", "callback_on", "status", "task_name", "trigger_id"
+        )
         return CallbackSerializer(callbacks[:MAX_CHILDREN], many=True).data
 
     @extend_schema_field(RunSerializer(many=True))
@@ -257,7 +260,7 @@ class TaskUpdateSerializer(serializers.Serializer):
 
 
 class DeleteParamsSerializer(serializers.Serializer):
-    ttl = serializers.IntegerField(
+    ttl = AsciiIntegerField(
         min_value=0,
         max_value=MAX_TTL,
         required=False,
@@ -279,7 +282,7 @@ class BulkAddSerializer(serializers.Serializer):
     atomic = serializers.BooleanField(
         default=True, help_text="All or nothing (default); false adds the valid specs and reports the rest."
     )
-    batch_size = serializers.IntegerField(min_value=1, max_value=10_000, default=1000)
+    batch_size = AsciiIntegerField(min_value=1, max_value=10_000, default=1000)
 
 
 class RejectedSpecSerializer(serializers.Serializer):

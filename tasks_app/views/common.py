@@ -32,6 +32,12 @@ def get_controllable(request: HttpRequest, pk: int) -> Signature:
     return sig
 
 
+def row_id(value: str | None) -> int | None:
+    """A primary key typed in a URL or a form, or None: digits 0-9 only (``int()`` also reads "١٢", and
+    ``"²".isdigit()`` is true though ``int()`` refuses it), and small enough for a database integer."""
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
 def actor(request: HttpRequest) -> str:
     return events.actor_name(request.user)
 

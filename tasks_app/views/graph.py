@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from ..services import graph_view, timeline
 from ..models import Signature
-from .common import visible
+from .common import row_id, visible
 from .task_detail import allowed_actions
 
 # The controls of the side panel; cancelling and deleting stay on the node's own page, with their dialogs.
@@ -19,23 +19,19 @@ PANEL_ACTIONS = [("start", "Start"), ("pause", "Pause"), ("resume", "Resume"), (
 
 def view_options(request: HttpRequest) -> graph_view.ViewOptions:
     """``?expand=<id>&page=k`` or ``?expand=<id>:<k>`` (repeatable), and ``?collapse=<id>`` (repeatable)."""
-    page = _int(request.GET.get("page")) or 1
+    page = row_id(request.GET.get("page")) or 1
     expand: dict[int, int] = {}
     for value in request.GET.getlist("expand")[: graph_view.MAX_EXPANDED]:
         cid, _, own_page = value.partition(":")
-        if _int(cid):
-            expand[_int(cid)] = _int(own_page) or page
-    collapse = frozenset(filter(None, (_int(v) for v in request.GET.getlist("collapse"))))
+        if row_id(cid):
+            expand[row_id(cid)] = row_id(own_page) or page
+    collapse = frozenset(filter(None, (row_id(v) for v in request.GET.getlist("collapse"))))
     return graph_view.ViewOptions(expand=expand, collapse=collapse)
 
 
 def get_signature(request: HttpRequest, pk: int) -> Signature:
     """The signature (404 for someone else's) without its stored spec: a workflow's holds every member's."""
     return get_object_or_404(visible(request).defer("spec"), pk=pk)
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 19 else None
 
 
 @login_required

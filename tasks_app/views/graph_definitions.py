@@ -22,7 +22,7 @@ from ..models import GraphDefinition
 from ..registry import TaskDef, all_tasks, get_task
 from ..services import conditions, graph_definitions
 from ..services.errors import OrchestratorError, PayloadTooLarge, SpecError
-from .common import actor, get_signature, refusal
+from .common import actor, get_signature, refusal, row_id
 
 EMPTY_GRAPH = {"kind": "graph", "nodes": {}, "edges": []}
 
@@ -51,8 +51,8 @@ def graph_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return _save(request, None)
     name, spec = "", EMPTY_GRAPH
-    if request.GET.get("from_task", "").isdigit():
-        sig = get_signature(request, int(request.GET["from_task"]))
+    if row_id(request.GET.get("from_task")):
+        sig = get_signature(request, row_id(request.GET["from_task"]))
         name, spec = f"Copy of {sig.title}", graph_definitions.spec_of_task(sig)
     return _editor(request, None, name, spec)
 

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from ..forms import PreferencesForm
 from ..models import Notification, NotificationPreference
+from .common import row_id
 
 PAGE_SIZE = 30
 
@@ -47,7 +48,7 @@ def notification_read(request: HttpRequest) -> HttpResponse:
     """Mark the chosen notifications read, or all of them."""
     rows = Notification.objects.filter(owner=request.user, read_at__isnull=True)
     if request.POST.get("all") != "yes":
-        rows = rows.filter(pk__in=[int(i) for i in request.POST.getlist("ids") if i.isdigit()])
+        rows = rows.filter(pk__in=[row_id(i) for i in request.POST.getlist("ids") if row_id(i)])
     count = rows.update(read_at=timezone.now())
     messages.success(request, f"{count} {'notification' if count == 1 else 'notifications'} marked read.")
     return redirect("notification_list")

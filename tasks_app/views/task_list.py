@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from ..forms import SORTS, TRASH, TaskFilterForm
 from ..models import Signature
 from ..services.errors import OrchestratorError
-from .common import refusal, visible
+from .common import refusal, row_id, visible
 from .task_detail import ACTIONS
 
 PAGE_SIZE = 25
@@ -43,7 +43,7 @@ def filtered(signatures: QuerySet[Signature], data: dict) -> QuerySet[Signature]
     if data.get("q"):
         q = data["q"]
         text = Q(name__icontains=q) | Q(task_name__icontains=q) | Q(category__icontains=q)
-        qs = qs.filter(text | Q(pk=int(q))) if q.isdigit() else qs.filter(text)
+        qs = qs.filter(text | Q(pk=row_id(q))) if row_id(q) else qs.filter(text)
     return qs
 
 
@@ -100,7 +100,7 @@ BULK = {
 
 
 def _selected(request: HttpRequest) -> list[Signature]:
-    ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
+    ids = [row_id(i) for i in request.POST.getlist("ids") if row_id(i)]
     return list(Signature.objects.controllable_by(request.user).filter(pk__in=ids).order_by("pk"))
 
 
