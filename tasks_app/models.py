@@ -269,6 +269,8 @@ class RunStatus(models.TextChoices):
     """Killed or dropped by an interrupt."""
     LOST = "lost", "Lost"
     """Its worker or its RQ job disappeared; the reconciler queued another run."""
+    HANDED_BACK = "handed_back", "Handed back"
+    """Its worker stopped (SIGTERM) before it ended; another run was queued at once."""
 
 
 RUN_ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)

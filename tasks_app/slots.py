@@ -309,7 +309,7 @@ def hand_back(ctx: TaskContext) -> None:
     from .services import reconcile
 
     try:
-        reconcile._requeue_lost(ctx.run)
+        reconcile.hand_back(ctx.run)
     except Exception:
         log.warning("run %s of task %s not handed back; auto-resume will", ctx.run.number, ctx.signature.pk,
                     exc_info=True)

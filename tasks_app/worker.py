@@ -27,6 +27,7 @@ from rq.command import parse_payload
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import now, utcformat
+from rq.worker import WorkerStatus
 
 from . import slots
 from .models import WorkerProcess
@@ -100,10 +101,16 @@ class OrchestratorWorker(Worker):
         self._execute_in_horse(job, queue)
 
     def set_state(self, state, pipeline=None):
-        """RQ writes the state before every dequeue and job; with slots only a change is written."""
-        if self.slots is not None and pipeline is None and state == getattr(self, "_state", None):
-            return
-        super().set_state(state, pipeline=pipeline)
+        """With slots, RQ sees the worker ``busy`` while tasks are in flight (it marks itself idle
+        before every dequeue), and only a change is written (RQ writes it around every job). The
+        state RQ's own loop reads stays what it set: a stop request while it waits for a job ends it."""
+        if self.slots is None:
+            return super().set_state(state, pipeline=pipeline)
+        shown = WorkerStatus.BUSY if state == WorkerStatus.IDLE and self.slots.busy() else state
+        if pipeline is not None or shown != getattr(self, "_shown_state", None):
+            super().set_state(shown, pipeline=pipeline)
+            self._shown_state = shown
+        self._state = state
 
     def teardown(self):
         if self.slots is not None:

@@ -199,5 +199,5 @@ def test_sigterm_lets_tasks_end_then_hands_the_rest_back_at_once(owner, workers)
     assert all(status_of(s) == Status.COMPLETED for s in quick)  # ended within the grace
     for sig in slow:
         runs = list(Run.objects.filter(signature=sig).order_by("number"))
-        assert [r.status for r in runs] == [RunStatus.LOST, RunStatus.QUEUED]  # handed back, not waiting for a pass
+        assert [r.status for r in runs] == [RunStatus.HANDED_BACK, RunStatus.QUEUED]  # at once, not at a later pass
         assert status_of(sig) == Status.QUEUED

@@ -142,18 +142,27 @@ def _requeue_lost(run: Run) -> bool | str:
     """A running run whose worker died: a new run of the same attempt continues from the checkpoint,
     unless the attempt was lost MAX_LOST_RUNS times in a row (a task that kills its worker): then the
     task fails instead of taking down one worker after another forever."""
+    return _requeue(run, RunStatus.LOST, "worker_lost")
+
+
+@execution.retry_on_conflict
+def hand_back(run: Run) -> bool | str:
+    """A running run whose worker is stopping (SIGTERM) and stopped it: a new run of the same attempt
+    is queued at once, from the checkpoint. Not a loss: it does not count towards MAX_LOST_RUNS."""
+    return _requeue(run, RunStatus.HANDED_BACK, "handed_back")
+
+
+def _requeue(run: Run, ended: RunStatus, event: str) -> bool | str:
     with transaction.atomic():
         sig = Signature.objects.filter(pk=run.signature_id).first()
         if sig is None:  # cancelled meanwhile: the run went with it
             return False
         execution.lock_parent(sig)  # the container first, as every member end does
-        if not Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
-            status=RunStatus.LOST, finished_at=timezone.now()
-        ):
+        if not Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(status=ended, finished_at=timezone.now()):
             return False
-        events.record(sig, "worker_lost", run=run.number, worker=run.worker_name)
+        events.record(sig, event, run=run.number, worker=run.worker_name)
         limit = settings.ORCHESTRATOR["MAX_LOST_RUNS"]
-        if _lost_in_a_row(sig, run.attempt, limit) >= limit:
+        if ended == RunStatus.LOST and _lost_in_a_row(sig, run.attempt, limit) >= limit:
             return _give_up(sig, limit)
         return execution.queue_run(sig, allowed=[Status.RUNNING], attempt=run.attempt, event="resumed") is not None
 
