@@ -22,7 +22,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.serializers import DefaultSerializer
+from rq.serializers import DefaultSerializer, JSONSerializer
 
 from orchestrator_site.asgi import application
 from tasks_app.embedded_redis import EmbeddedRedis
@@ -171,6 +171,16 @@ def test_the_periodic_jobs_of_rq_cron_are_written_as_json(redis_conn):
     assert raw_job_data(redis_conn, queued[0].id)[0] == "tasks_app.jobs.reconcile"
 
 
+def test_every_configured_queue_is_one_the_workers_read():
+    """No queue that fills and is never consumed: django-rq's unused "default" is not configured."""
+    from tasks_app.management.commands.worker import Command
+
+    options = Command().create_parser("manage.py", "worker").parse_args([])
+    read_by_default = options.queues or settings.ORCHESTRATOR_QUEUES
+    assert set(settings.RQ_QUEUES) == set(read_by_default)
+    assert all(transport.get_queue(name).serializer is JSONSerializer for name in settings.RQ_QUEUES)
+
+
 @pytest.mark.e2e
 def test_a_pickled_job_planted_in_redis_runs_no_code_in_a_worker(workers, redis_conn, tmp_path):
     touched = tmp_path / "unpickled"
@@ -231,8 +241,15 @@ def test_var_is_0700_and_the_sqlite_database_and_its_wal_are_0600(tmp_path):
         "var = os.environ['ORCHESTRATOR_VAR_DIR']; print(json.dumps({name: stat.S_IMODE(os.stat(os.path.join(var, "
         "name)).st_mode) for name in os.listdir(var) if name.startswith('db.sqlite3')}))"
     )
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=settings.BASE_DIR, check=True, timeout=60,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=settings.BASE_DIR,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     modes = json.loads(done.stdout.strip().splitlines()[-1])
     assert mode(var) == 0o700
     assert set(modes) >= {"db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm"}
@@ -248,14 +265,23 @@ def audit_verdict(tmp_path: Path, **reports: dict) -> tuple[int, str]:
         path = tmp_path / f"{kind}.json"
         path.write_text(json.dumps(report))
         args += [f"--{kind}-report", str(path)]
-    done = subprocess.run([sys.executable, str(settings.BASE_DIR / "bin" / "audit-deps"), *args],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(settings.BASE_DIR / "bin" / "audit-deps"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return done.returncode, done.stdout
 
 
 def pip_report(*vulns: dict) -> dict:
-    return {"dependencies": [{"name": "django", "version": "5.2.0", "vulns": list(vulns)},
-                             {"name": "rq", "version": "3.0.0", "vulns": []}], "fixes": []}
+    return {
+        "dependencies": [
+            {"name": "django", "version": "5.2.0", "vulns": list(vulns)},
+            {"name": "rq", "version": "3.0.0", "vulns": []},
+        ],
+        "fixes": [],
+    }
 
 
 def test_the_audit_fails_on_a_vulnerability_with_a_fix_and_only_warns_without_one(tmp_path):
