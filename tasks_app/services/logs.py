@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import csv
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +40,7 @@ class RunLogHandler(logging.Handler):
         self.last_flush = time.monotonic()
         self.lock_ = threading.Lock()
         self.flusher: _Flusher | None = None  # started by the first line: a quiet task costs no thread
+        self.flusher_started = False
         self.budget = _Budget()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -63,10 +67,10 @@ class RunLogHandler(logging.Handler):
                 return
             self.buffer.append(entry)
             due = len(self.buffer) >= BATCH_SIZE or time.monotonic() - self.last_flush >= FLUSH_INTERVAL
-            idle_flusher, self.flusher = self.flusher, None
-        if idle_flusher is not None:
-            idle_flusher.start()
-        if due:
+            start, self.flusher_started = not self.flusher_started, True
+        if start and self.flusher is not None:
+            self.flusher.start()
+        if due and not _on_event_loop():  # the flusher thread writes for tasks on a loop
             self.flush()
 
     def flush(self) -> None:
@@ -158,27 +162,104 @@ class _Flusher(threading.Thread):
             connections["default"].close()
 
 
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+# The run whose task is running in this context: records go to its handler. A context variable,
+# so tasks in flight side by side in one process (coroutines on a loop, threads) each log to their
+# own run; records logged outside any run (the worker itself) go nowhere.
+_CURRENT: contextvars.ContextVar[RunLogHandler | None] = contextvars.ContextVar("run_log", default=None)
+
+
+class _Router(logging.Handler):
+    """The one handler on the root logger while runs capture: hands each record to its run's handler."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.users = 0
+        self.saved_levels: tuple[int, int] = (logging.WARNING, logging.NOTSET)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        handler = _CURRENT.get()
+        if handler is not None:
+            handler.handle(record)
+
+
+_router = _Router()
+_router_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A work horse forked while a slot's thread held the lock would wait on it for ever."""
+    global _router_lock
+    _router_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _attach_router() -> None:
+    root, tasks_logger = logging.getLogger(), logging.getLogger("tasks")
+    with _router_lock:
+        if _router.users == 0:
+            _router.saved_levels = (root.level, tasks_logger.level)
+            root.addHandler(_router)
+            root.setLevel(min(root.level, logging.INFO))
+            tasks_logger.setLevel(logging.DEBUG)
+        _router.users += 1
+
+
+def _detach_router() -> None:
+    root, tasks_logger = logging.getLogger(), logging.getLogger("tasks")
+    with _router_lock:
+        _router.users -= 1
+        if _router.users == 0:
+            root.removeHandler(_router)
+            root.setLevel(_router.saved_levels[0])
+            tasks_logger.setLevel(_router.saved_levels[1])
+
+
+def start_capture(run: Run) -> RunLogHandler:
+    """The run's handler, ready to take the records routed to it (``routed``)."""
+    handler = RunLogHandler(run)
+    handler.flusher = _Flusher(handler)
+    _attach_router()
+    return handler
+
+
+@contextmanager
+def routed(handler: RunLogHandler) -> Iterator[None]:
+    """Route every record logged in this context (at INFO and above, DEBUG for ``tasks.*``) to the handler."""
+    token = _CURRENT.set(handler)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def end_capture(handler: RunLogHandler) -> None:
+    """Write what is left (it may block: a task on a loop calls it off the loop)."""
+    _detach_router()
+    flusher = handler.flusher
+    if flusher is not None and flusher.ident is not None:  # started by a first line
+        flusher.stopped.set()
+        flusher.join()
+    handler.flush()
+
+
 @contextmanager
 def capture(run: Run) -> Iterator[RunLogHandler]:
-    """Route every record logged during the run (at INFO and above, DEBUG for ``tasks.*``) to its log."""
-    handler = RunLogHandler(run)
-    flusher = handler.flusher = _Flusher(handler)
-    root = logging.getLogger()
-    tasks_logger = logging.getLogger("tasks")
-    old_root_level, old_tasks_level = root.level, tasks_logger.level
-    root.addHandler(handler)
-    root.setLevel(min(old_root_level, logging.INFO))
-    tasks_logger.setLevel(logging.DEBUG)
+    handler = start_capture(run)
     try:
-        yield handler
+        with routed(handler):
+            yield handler
     finally:
-        flusher.stopped.set()
-        if flusher.ident is not None:
-            flusher.join()
-        root.removeHandler(handler)
-        root.setLevel(old_root_level)
-        tasks_logger.setLevel(old_tasks_level)
-        handler.flush()
+        end_capture(handler)
 
 
 def parse_level(value: str | None) -> int:
