@@ -20,7 +20,9 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rq.executions import Execution
@@ -31,6 +33,7 @@ from rq.worker import WorkerStatus
 
 from .context import TaskContext, off_loop
 from .registry import get_task
+from .services import live
 
 log = logging.getLogger(__name__)
 DB_THREADS = 4  # database threads per process: more only queue behind the database's own locks
@@ -93,6 +96,61 @@ return out
 """
 
 
+class ForkGate:
+    """Keeps a fork for a work horse out of the moments other threads use the database.
+
+    A thread inside a database call holds locks of the driver (SQLite's mutexes) that a forked
+    child would inherit locked, and its first query would wait for ever. The database threads and
+    the ``threads=True`` tasks pass the gate (shared); a fork waits until none is inside, and keeps
+    new ones out until the horse is forked (a few milliseconds)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.inside = 0
+        self.forking = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self.changed:
+            while self.forking:
+                self.changed.wait()
+            self.inside += 1
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.inside -= 1
+                self.changed.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self.changed:
+            self.forking = True
+            while self.inside:
+                self.changed.wait()
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.forking = False
+                self.changed.notify_all()
+
+
+class GatedExecutor(ThreadPoolExecutor):
+    """A thread pool whose work passes a ``ForkGate``."""
+
+    def __init__(self, gate: ForkGate, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = gate
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(self._gated, fn, *args, **kwargs)
+
+    def _gated(self, fn, *args, **kwargs):
+        with self.gate.shared():
+            return fn(*args, **kwargs)
+
+
 class Slots:
     def __init__(self, worker, size: int):
         self.worker = worker
@@ -101,11 +159,16 @@ class Slots:
         self.changed = threading.Condition()
         self.stop_lock = threading.Lock()  # RQ marks a stopped job through one worker attribute
         self.loop = asyncio.new_event_loop()
-        self.loop.set_default_executor(ThreadPoolExecutor(DB_THREADS, thread_name_prefix="orchestrator-db"))
-        self.threads = ThreadPoolExecutor(size, thread_name_prefix="orchestrator-task")
+        self.gate = ForkGate()
+        self.loop.set_default_executor(GatedExecutor(self.gate, DB_THREADS, thread_name_prefix="orchestrator-db"))
+        # A thread task may use the database anywhere in its code: a horse is forked between them.
+        self.threads = GatedExecutor(self.gate, size, thread_name_prefix="orchestrator-task")
+        # RQ's end of each job, in order, off the database threads (they go on with the next task).
+        self.bookkeeping = ThreadPoolExecutor(1, thread_name_prefix="orchestrator-rq")
+        live.deliver_in_background()
         self.thread = threading.Thread(target=self.loop.run_forever, name="orchestrator-loop", daemon=True)
         self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._heartbeats(), self.loop)
+        self.beating = asyncio.run_coroutine_threadsafe(self._heartbeats(), self.loop)
 
     # In the worker's main thread ----------------------------------------------------------------
 
@@ -124,20 +187,30 @@ class Slots:
         with self.changed:
             self.changed.wait(timeout)
 
-    def take(self, free: int) -> list[tuple[Job, Queue]] | None:
+    def take(self, free: int) -> int:
         """Pop up to ``free`` task jobs from the heads of the queues in one trip and start those that
-        run in slots; returns the others (jobs for a horse, in order), or None when no head was a task job."""
+        run in slots; the others (jobs for a horse) go back to the heads of their queues at once, for
+        any worker's dequeue to take one at a time. How many started."""
         popped = self.pop(keys=[q.key for q in self.worker.queues], args=[free])
         if not popped:
-            return None
+            return 0
         queues = {q.key: q for q in self.worker.queues}
         keys, ids = [k.decode() for k in popped[::2]], [i.decode() for i in popped[1::2]]
         fetched = self.worker.job_class.fetch_many(ids, connection=self.worker.connection,
                                                    serializer=self.worker.serializer)
         jobs = [(job, queues[key]) for job, key in zip(fetched, keys, strict=True) if job is not None]
         kinds = slot_kinds([job for job, _ in jobs])
+        self.give_back([(job, queue) for job, queue in jobs if not kinds.get(job.id)])
         self.start([(job, queue, kinds[job.id] == "thread") for job, queue in jobs if kinds.get(job.id)])
-        return [(job, queue) for job, queue in jobs if not kinds.get(job.id)]
+        return sum(1 for job, _ in jobs if kinds.get(job.id))
+
+    def give_back(self, jobs: list[tuple[Job, Queue]]) -> None:
+        if not jobs:
+            return
+        with self.worker.connection.pipeline() as pipeline:
+            for job, queue in reversed(jobs):  # pushed last first: they keep their order
+                pipeline.lpush(queue.key, job.id)
+            pipeline.execute()
 
     @functools.cached_property
     def pop(self):
@@ -198,7 +271,16 @@ class Slots:
         for flight in left:
             if flight.ctx is not None:
                 hand_back(flight.ctx)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(timeout=5)
+        except TimeoutError:  # a thread task stuck in a call: the process exits without it
+            log.warning("worker %s: tasks still in flight at exit: %s", self.worker.name, list(self.flights))
+
+    async def _close(self) -> None:
+        self.beating.cancel()
+        await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not asyncio.current_task()),
+                             return_exceptions=True)
+        self.loop.call_soon(self.loop.stop)
 
     # On the loop --------------------------------------------------------------------------------
 
@@ -217,12 +299,10 @@ class Slots:
         except Exception:  # an error of the orchestrator itself, not of the task: the run stays for auto-resume
             log.exception("worker %s: job %s failed", self.worker.name, flight.job.id)
             outcome, detail = JobStatus.FAILED, traceback.format_exc()
-        try:
-            await off_loop(self._end_job, flight, outcome, detail)
-        finally:
-            with self.changed:
-                self.flights.pop(flight.job.id, None)
-                self.changed.notify_all()
+        with self.changed:
+            self.flights.pop(flight.job.id, None)
+            self.changed.notify_all()
+        self.bookkeeping.submit(self._end_job, flight, outcome, detail)
 
     async def _on_loop(self, flight: Flight) -> None:
         from .services import execution

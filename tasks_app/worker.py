@@ -57,7 +57,6 @@ class OrchestratorWorker(Worker):
 
     concurrency = 1
     slots: Slots | None = None
-    _for_horse: list = []  # jobs taken with a batch for slots that need a horse, in order
 
     def work(self, *args, **kwargs):
         preload()
@@ -71,17 +70,14 @@ class OrchestratorWorker(Worker):
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         """With slots: task jobs at the heads of the queues are taken as many at once as slots are
-        free and started in them; a job for a horse is returned to RQ's loop, which forks for it.
+        free and started in them; otherwise RQ's dequeue takes the next job (for a horse, or the
+        first one to arrive), which ``execute_job`` runs in a slot or a horse.
         A burst worker with tasks in flight waits for them (they queue the next members) before it
         finds the queues empty."""
         if self.slots is None:
             return self._dequeue(timeout, max_idle_time)
         while True:
-            if self._for_horse:
-                return self._for_horse.pop(0)
-            taken = self.slots.take(self.slots.wait_free())
-            if taken is not None:
-                self._for_horse = taken
+            if self.slots.take(self.slots.wait_free()):
                 continue
             result = self._dequeue(timeout, max_idle_time)
             if result is not None or not self.slots.busy():
@@ -123,7 +119,11 @@ class OrchestratorWorker(Worker):
         # collection in the horse walks (and copies, page by page) the whole inherited heap.
         gc.freeze()
         try:
-            super().fork_work_horse(job, queue)  # the horse never returns from it: os._exit()
+            if self.slots is None:
+                super().fork_work_horse(job, queue)  # the horse never returns from it: os._exit()
+            else:
+                with self.slots.gate.exclusive():
+                    super().fork_work_horse(job, queue)
         finally:
             gc.unfreeze()
 
