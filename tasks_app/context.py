@@ -21,6 +21,8 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from django.conf import settings
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from .models import Run, Signature, Status, Step, StepStatus
@@ -98,6 +100,7 @@ class TaskContext:
         # Set from outside for a task that runs in a thread beside others (it cannot be killed):
         # "interrupt" or "timeout", raised at its next ctx call.
         self.stop_reason: str | None = None
+        self._unsaved_state = False  # a checkpoint given to progress(state=...), written by the next flush
 
     @functools.cached_property
     def _steps(self) -> list[Step]:
@@ -112,14 +115,15 @@ class TaskContext:
 
     def progress(self, percent: float, message: str | None = None, *, state: Any = None) -> None:
         """Report overall progress of a task without declared steps (0-100, never backwards);
-        ``state`` saves a checkpoint first."""
+        ``state`` saves a checkpoint, written with the progress in one statement."""
         if state is not None:
-            self.save_state(state)
+            self.checkpoint_data = state
+            self._unsaved_state = True
         before = self._percent
         self._percent = max(self._percent, min(100.0, float(percent)))
         if message:
             self.log.info(message)
-        self._report(changed=self._percent != before)
+        self._report(force=state is not None, changed=self._percent != before)
 
     def _overall(self) -> float:
         if not self._steps:
@@ -142,9 +146,15 @@ class TaskContext:
 
     def flush(self) -> None:
         """Write progress (throttled by the callers) and refresh the ETA the broadcasts carry."""
-        if not self._dirty:
+        if self._unsaved_state:
+            Signature.objects.filter(pk=self.signature.pk).update(
+                checkpoint=self.checkpoint_data, progress=Greatest(F("progress"), Value(self._percent))
+            )
+            self._unsaved_state = False
+        elif not self._dirty:
             return
-        Signature.objects.filter(pk=self.signature.pk, progress__lt=self._percent).update(progress=self._percent)
+        else:
+            Signature.objects.filter(pk=self.signature.pk, progress__lt=self._percent).update(progress=self._percent)
         self.signature.progress = max(self.signature.progress, self._percent)
         # At 100 % nothing is left: no need to read the task's history for an estimate.
         self._eta = 0 if self._percent >= 100 else progress.task_eta(self.signature, self._percent)

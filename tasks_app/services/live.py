@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 
 import redis
@@ -146,11 +147,58 @@ def _send(batch: list) -> None:
 
 
 def send(batch: list[tuple[list[str], dict]]) -> None:
-    """Deliver ``(groups, message)`` pairs now; best effort, the database keeps the truth."""
+    """Deliver ``(groups, message)`` pairs now (or hand them to the process's outbox, when it has
+    one); best effort, the database keeps the truth."""
+    if _outbox is not None:
+        _outbox.put(batch)
+        return
     try:
         deliver(batch)
     except Exception:
         log.warning("live update not delivered", exc_info=True)
+
+
+class _Outbox(threading.Thread):
+    """Delivers the messages of a process with many tasks in flight (a worker's slots) from a
+    thread of its own, several batches per Redis round trip, in the order they were sent: the
+    threads that end tasks do not wait for Redis, nor hold the GIL's turn for it."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="orchestrator-live")
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def put(self, batch: list) -> None:
+        self.queue.put(batch)
+
+    def run(self) -> None:
+        while True:
+            batch = list(self.queue.get())
+            while not self.queue.empty() and len(batch) < 1000:
+                batch.extend(self.queue.get_nowait())
+            try:
+                deliver(batch)
+            except Exception:
+                log.warning("live update not delivered", exc_info=True)
+
+
+_outbox: _Outbox | None = None
+
+
+def _no_outbox_in_a_child() -> None:
+    """A forked work horse sends its own messages: the outbox thread did not come along."""
+    global _outbox
+    _outbox = None
+
+
+os.register_at_fork(after_in_child=_no_outbox_in_a_child)
+
+
+def deliver_in_background() -> None:
+    """From now on this process delivers live messages from a thread of its own (``_Outbox``)."""
+    global _outbox
+    if _outbox is None:
+        _outbox = _Outbox()
+        _outbox.start()
 
 
 def deliver(batch: list[tuple[list[str], dict]]) -> None:
