@@ -388,7 +388,7 @@ def enqueue_webhook(notification_id: int, attempt: int, *, delay: float = 0) -> 
         else:
             queue.enqueue(WEBHOOK_JOB, notification_id, attempt, **options)
 
-    transaction.on_commit(send)
+    transport.after_commit(send, f"webhook attempt {attempt} of notification {notification_id}")
 
 
 def webhook_job_id(notification_id: int, attempt: int) -> str:
