@@ -6,6 +6,8 @@ run twice or concurrently (the container row is locked) without starting anythin
 
 from __future__ import annotations
 
+import time
+
 from django.db.models import Count, Sum
 
 from ..models import Kind, Signature, Status
@@ -39,9 +41,27 @@ def member_finished(member: Signature) -> None:
         from . import swarms
 
         swarms.on_member_finished(container, member)
+        if _roll_up_due(container):  # every member's progress, read at most once a second
+            roll_up(container, step=1.0)
+        advance(container, ended=member)  # its own reads visit only the members that decide
+        return
     stats = member_stats(container)
     roll_up(container, stats, step=1.0)
     advance(container, stats, ended=member)
+
+
+ROLL_UP_EVERY = 1.0  # seconds between two roll-ups of one swarm's progress in a process
+_rolled_up: dict[int, float] = {}
+
+
+def _roll_up_due(container: Signature) -> bool:
+    now = time.monotonic()
+    if now - _rolled_up.get(container.pk, -ROLL_UP_EVERY) < ROLL_UP_EVERY:
+        return False
+    if len(_rolled_up) > 10_000:
+        _rolled_up.clear()
+    _rolled_up[container.pk] = now
+    return True
 
 
 def member_stats(container: Signature) -> dict[str, tuple[int, float]]:
