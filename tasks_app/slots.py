@@ -100,9 +100,10 @@ class ForkGate:
     """Keeps a fork for a work horse out of the moments other threads use the database.
 
     A thread inside a database call holds locks of the driver (SQLite's mutexes) that a forked
-    child would inherit locked, and its first query would wait for ever. The database threads and
-    the ``threads=True`` tasks pass the gate (shared); a fork waits until none is inside, and keeps
-    new ones out until the horse is forked (a few milliseconds)."""
+    child would inherit locked, and its first query would wait for ever. The database threads pass
+    the gate (shared); a fork waits until none is inside, and keeps new calls out until the horse is
+    forked (a few milliseconds). ``threads=True`` tasks do not pass it (a fork would wait for them
+    to end), so on SQLite they and plain sync tasks are best not mixed (docs/canvas.md)."""
 
     def __init__(self) -> None:
         self.changed = threading.Condition()
@@ -161,8 +162,8 @@ class Slots:
         self.loop = asyncio.new_event_loop()
         self.gate = ForkGate()
         self.loop.set_default_executor(GatedExecutor(self.gate, DB_THREADS, thread_name_prefix="orchestrator-db"))
-        # A thread task may use the database anywhere in its code: a horse is forked between them.
-        self.threads = GatedExecutor(self.gate, size, thread_name_prefix="orchestrator-task")
+        # Not gated: a fork would wait for a thread task to end, and hold every database call meanwhile.
+        self.threads = ThreadPoolExecutor(size, thread_name_prefix="orchestrator-task")
         # RQ's end of each job, in order, off the database threads (they go on with the next task).
         self.bookkeeping = ThreadPoolExecutor(1, thread_name_prefix="orchestrator-rq")
         live.deliver_in_background()

@@ -165,10 +165,10 @@ class OrchestratorWorker(Worker):
         if self.slots is not None and pipeline is None and timeout is None:
             # RQ beats around every dequeue and job: a round trip each, which a busy loop of slots
             # makes slow (the main thread waits for the GIL after each). Once a second is enough.
-            beaten, self._last_rq_beat = getattr(self, "_last_rq_beat", 0.0), time.monotonic()
-            if self._last_rq_beat - beaten < 1.0:
-                self._last_rq_beat = beaten
+            beat_at = time.monotonic()
+            if beat_at - getattr(self, "_last_rq_beat", -1.0) < 1.0:
                 return
+            self._last_rq_beat = beat_at
         try:
             super().heartbeat(timeout=timeout, pipeline=pipeline)
         except REDIS_DOWN as exc:
