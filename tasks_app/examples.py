@@ -51,8 +51,7 @@ def sleep(ctx, seconds: float, step: float = 1):
         chunk = min(step, seconds - done)
         time.sleep(chunk)
         done += chunk
-        ctx.save_state({"slept": done})
-        ctx.progress(100.0 * done / seconds if seconds else 100)
+        ctx.progress(100.0 * done / seconds if seconds else 100, state={"slept": done})
     return seconds
 
 
@@ -71,15 +70,8 @@ async def async_sleep(ctx, seconds: float, step: float = 1):
 
 @task("examples.thread_sleep", category="examples", threads=True)
 def thread_sleep(ctx, seconds: float, step: float = 1):
-    """Sleeps in blocking calls in a worker's thread pool (threads=True), with progress and a checkpoint each step."""
-    done = float((ctx.checkpoint_data or {}).get("slept", 0))
-    step = max(float(step), 0.01)
-    while done < seconds:
-        chunk = min(step, seconds - done)
-        time.sleep(chunk)
-        done += chunk
-        ctx.progress(100.0 * done / seconds if seconds else 100, state={"slept": done})
-    return seconds
+    """examples.sleep in a worker's thread pool (threads=True), beside other tasks of the process."""
+    return sleep(ctx, seconds, step)
 
 
 @task("examples.fail", category="examples")
