@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from django.db import DatabaseError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -200,7 +201,11 @@ class Slots:
         fetched = self.worker.job_class.fetch_many(ids, connection=self.worker.connection,
                                                    serializer=self.worker.serializer)
         jobs = [(job, queues[key]) for job, key in zip(fetched, keys, strict=True) if job is not None]
-        kinds = slot_kinds([job for job, _ in jobs])
+        try:
+            kinds = slot_kinds([job for job, _ in jobs])
+        except DatabaseError:  # the database is away: the jobs wait in their queues meanwhile
+            self.give_back(jobs)
+            raise
         self.give_back([(job, queue) for job, queue in jobs if not kinds.get(job.id)])
         self.start([(job, queue, kinds[job.id] == "thread") for job, queue in jobs if kinds.get(job.id)])
         return sum(1 for job, _ in jobs if kinds.get(job.id))

@@ -77,7 +77,13 @@ class OrchestratorWorker(Worker):
         if self.slots is None:
             return self._dequeue(timeout, max_idle_time)
         while True:
-            if self.slots.take(self.slots.wait_free()):
+            try:
+                if self.slots.take(self.slots.wait_free()):
+                    continue
+            except DatabaseError as exc:  # the worker waits the outage out, as it does for Redis
+                log.warning("worker %s: database unreachable, jobs left in their queues: %s", self.name, exc)
+                self.beat()
+                time.sleep(1)
                 continue
             result = self._dequeue(timeout, max_idle_time)
             if result is not None or not self.slots.busy():
