@@ -169,6 +169,10 @@ class Signature(models.Model):
     # The swarm member whose end fired this per-member callback (task_success / task_error).
     trigger = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     root = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="descendants")
+    # The schedule that created this run, and the tick it ran for (null for "run now"): unique together,
+    # so a tick claimed twice (two schedulers, a restart) cannot write a second run.
+    schedule = models.ForeignKey("Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    scheduled_for = models.DateTimeField(null=True, blank=True)
 
     progress = models.FloatField(default=0)
     result = models.JSONField(null=True, blank=True)
@@ -223,7 +227,12 @@ class Signature(models.Model):
                 fields=["owner", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
                 name="unique_idempotency_key_per_owner",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"],
+                condition=Q(scheduled_for__isnull=False),
+                name="unique_run_per_schedule_tick",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -527,6 +536,44 @@ class GraphDefinition(models.Model):
 
     class Meta:
         ordering = ["-updated_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CatchUp(models.TextChoices):
+    SKIP = "skip", "Skip missed ticks"
+    """Ticks missed while no scheduler ran are dropped; the next run is the next tick from now."""
+    ONCE = "once", "Run once"
+    """Ticks missed while no scheduler ran become one run, then the schedule goes on from now."""
+
+
+class Schedule(models.Model):
+    """A spec run on a clock: a cron expression in a time zone, or a fixed interval in seconds.
+
+    ``next_run_at`` is the claim: a scheduler fires a tick by moving it forward with a conditional
+    update, so several schedulers (and a restart) fire each tick once."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=200)
+    spec = models.JSONField(default=dict)
+    cron = models.CharField(max_length=200, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    interval = models.PositiveIntegerField(null=True, blank=True)  # seconds
+    start_at = models.DateTimeField(null=True, blank=True)
+    end_at = models.DateTimeField(null=True, blank=True)
+    max_active = models.PositiveIntegerField(null=True, blank=True)  # null: no limit
+    catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.SKIP)
+    paused = models.BooleanField(default=False)
+    next_run_at = models.DateTimeField(null=True, blank=True)  # null: paused or past its end
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    skipped_ticks = models.PositiveIntegerField(default=0)  # ticks passed over for max_active
+    created_at = models.DateTimeField(auto_now_add=True)  # the field ``timezone`` hides the module here
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["paused", "next_run_at"], name="schedule_due_idx")]
 
     def __str__(self) -> str:
         return self.name
