@@ -568,6 +568,7 @@ class Schedule(models.Model):
     next_run_at = models.DateTimeField(null=True, blank=True)  # null: paused or past its end
     last_run_at = models.DateTimeField(null=True, blank=True)
     skipped_ticks = models.PositiveIntegerField(default=0)  # ticks passed over for max_active
+    last_error = models.TextField(blank=True)  # why the last tick wrote no run (a spec no longer valid)
     created_at = models.DateTimeField(auto_now_add=True)  # the field ``timezone`` hides the module here
     updated_at = models.DateTimeField(auto_now=True)
 

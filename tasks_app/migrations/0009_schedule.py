@@ -35,6 +35,7 @@ class Migration(migrations.Migration):
                 ('next_run_at', models.DateTimeField(blank=True, null=True)),
                 ('last_run_at', models.DateTimeField(blank=True, null=True)),
                 ('skipped_ticks', models.PositiveIntegerField(default=0)),
+                ('last_error', models.TextField(blank=True)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='schedules', to=settings.AUTH_USER_MODEL)),
