@@ -235,6 +235,10 @@ class OrchestratorWorker(Worker):
             log.warning("worker %s: heartbeat row not written: %s", self.name, exc)
         connections.close_all()
 
+    def serialize(self) -> dict:
+        """RQ's worker hash, plus the slots of this process: the workers page (services/workers.py) shows them."""
+        return {**super().serialize(), "concurrency": self.concurrency}
+
     def register_birth(self, *args, **kwargs):
         super().register_birth(*args, **kwargs)
         self.beat(every=0)
