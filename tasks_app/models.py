@@ -78,6 +78,10 @@ class CallbackOn(models.TextChoices):
     """Fired by a swarm for each member that completes."""
     TASK_ERROR = "task_error", "On member error"
     """Fired by a swarm for each member that fails."""
+    FINISH = "finish", "On finish"
+    """Fires once when the signature ends, whatever the outcome (for cleanup); receives ``input`` or ``error``."""
+    TASK_FINISH = "task_finish", "On member finish"
+    """Fired by a swarm for each member that ends, completed or failed."""
 
 
 # Top-level signatures: not a member of a container, not a callback. The same two terms as
@@ -578,3 +582,27 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SavedWorkflow(models.Model):
+    """One version of a named spec (a task, chain, swarm or graph) that any spec uses as a node,
+    ``{"workflow": NAME, "kwargs": {...}}``. Saving a name again adds a version: a run records the
+    version it was built from, and a version never changes once written."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_workflows")
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    description = models.TextField(blank=True)
+    spec = models.JSONField(default=dict)  # as written; resolved and validated again at each submit
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name", "version"], name="unique_saved_workflow_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
