@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import dashboard, graph, graph_definitions, notifications, task_detail, task_list, task_logs, task_new
+from .views import (
+    dashboard,
+    graph,
+    graph_definitions,
+    notifications,
+    task_detail,
+    task_list,
+    task_logs,
+    task_new,
+    workers,
+)
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -27,6 +37,7 @@ urlpatterns = [
     path("graphs/<int:pk>/edit/", graph_definitions.graph_edit, name="graph_edit"),
     path("graphs/<int:pk>/run/", graph_definitions.graph_run, name="graph_run"),
     path("graphs/<int:pk>/delete/", graph_definitions.graph_delete, name="graph_delete"),
+    path("workers/", workers.workers, name="workers"),
     path("notifications/", notifications.notification_list, name="notification_list"),
     path("notifications/bell/", notifications.notification_bell, name="notification_bell"),
     path("notifications/read/", notifications.notification_read, name="notification_read"),

@@ -7,7 +7,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DynamicRoute, SimpleRouter
 
-from . import live, token, views
+from . import live, token, views, workers
 
 app_name = "api"
 
@@ -29,6 +29,7 @@ urlpatterns = [
     path("metrics/", views.MetricsView.as_view(), name="metrics"),
     path("resume-reports/", views.ResumeReportListView.as_view(), name="resume-reports"),
     *live.urlpatterns,
+    *workers.urlpatterns,
     path("auth/token/", token.TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
