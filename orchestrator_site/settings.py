@@ -269,9 +269,13 @@ ORCHESTRATOR = {
     "SHUTDOWN_GRACE": env_float("ORCHESTRATOR_SHUTDOWN_GRACE", 3.0),
     # Bearer token a Prometheus server sends to scrape /metrics (staff sessions need none); unset: staff only.
     "METRICS_TOKEN": env_str("ORCHESTRATOR_METRICS_TOKEN"),
-    "METRICS_WINDOW": env_int("ORCHESTRATOR_METRICS_WINDOW", 3600),  # seconds of runs the duration gauges read
+    "METRICS_MAX_TASKS": env_int("ORCHESTRATOR_METRICS_MAX_TASKS", 50),  # task names with a /metrics label of their own
     # Failed sign-ins (pages, admin, API token, HTTP Basic) before a lock-out of that many seconds; 0: no limit.
     "LOGIN_FAILURES_PER_ACCOUNT": env_int("ORCHESTRATOR_LOGIN_FAILURES_PER_ACCOUNT", 5),
     "LOGIN_FAILURES_PER_ADDRESS": env_int("ORCHESTRATOR_LOGIN_FAILURES_PER_ADDRESS", 20),
     "LOGIN_LOCKOUT_SECONDS": env_int("ORCHESTRATOR_LOGIN_LOCKOUT_SECONDS", 900),
+    # Schedules: seconds between two passes of RQ's cron over due schedules, and how late a tick may
+    # fire and still count as on time (older ones were missed: the schedule's catch_up decides).
+    "SCHEDULE_TICK": env_int("ORCHESTRATOR_SCHEDULE_TICK", 5),
+    "SCHEDULE_GRACE": env_int("ORCHESTRATOR_SCHEDULE_GRACE", 60),
 }

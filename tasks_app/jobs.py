@@ -33,6 +33,13 @@ def purge() -> int:
     return deletion.purge()
 
 
+def fire_schedules() -> int:
+    """Periodic pass over due schedules (RQ's cron, every ORCHESTRATOR_SCHEDULE_TICK s); runs written."""
+    from .services import schedules
+
+    return schedules.fire_due()
+
+
 def deliver_webhook(notification_id: int, attempt: int = 1) -> str:
     """POST one notification to its owner's webhook; a failed attempt schedules the next one."""
     from .services import notifications

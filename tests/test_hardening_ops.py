@@ -165,9 +165,11 @@ def test_the_periodic_jobs_of_rq_cron_are_written_as_json(redis_conn):
     scheduler = DjangoCronScheduler()
     scheduler.load_config_from_file("tasks_app.cron")
     enqueued = scheduler.enqueue_jobs()
-    assert {job.func_name for job in enqueued} == {"tasks_app.jobs.reconcile", "tasks_app.jobs.purge"}
+    assert {job.func_name for job in enqueued} == {
+        "tasks_app.jobs.reconcile", "tasks_app.jobs.purge", "tasks_app.jobs.fire_schedules"
+    }
     queued = transport.get_queue("orchestrator-high").jobs
-    assert [job.func_name for job in queued] == ["tasks_app.jobs.reconcile"]
+    assert [job.func_name for job in queued] == ["tasks_app.jobs.reconcile", "tasks_app.jobs.fire_schedules"]
     assert raw_job_data(redis_conn, queued[0].id)[0] == "tasks_app.jobs.reconcile"
 
 
