@@ -61,6 +61,7 @@ class Spec:
     data: dict[str, Any]
     _on_success: list[Spec] = field(default_factory=list)
     _on_error: list[Spec] = field(default_factory=list)
+    _on_finish: list[Spec] = field(default_factory=list)
 
     def on_success(self, *callbacks: Spec | dict) -> Spec:
         self._on_success.extend(_as_spec(c) for c in callbacks)
@@ -68,6 +69,11 @@ class Spec:
 
     def on_error(self, *callbacks: Spec | dict) -> Spec:
         self._on_error.extend(_as_spec(c) for c in callbacks)
+        return self
+
+    def on_finish(self, *callbacks: Spec | dict) -> Spec:
+        """Callbacks that fire once whatever the outcome (cleanup), with ``input`` or ``error``."""
+        self._on_finish.extend(_as_spec(c) for c in callbacks)
         return self
 
     def options(self, **options: Any) -> Spec:
@@ -81,6 +87,8 @@ class Spec:
             out["on_success"] = [c.spec() for c in self._on_success]
         if self._on_error:
             out["on_error"] = [c.spec() for c in self._on_error]
+        if self._on_finish:
+            out["on_finish"] = [c.spec() for c in self._on_finish]
         return out
 
     def run(self, *, owner, idempotency_key: str | None = None) -> Handle:
@@ -126,10 +134,11 @@ def chain(steps: list[Spec | dict], **kwargs: Any) -> Spec:
 
 def swarm(tasks: list[Spec | dict], *, max_concurrency: int = 10, stop_after_n_failures: int | None = None,
           max_tasks: int | None = None, closed: bool = True, task_on_success: list[Spec | dict] = (),
-          task_on_error: list[Spec | dict] = (), **kwargs: Any) -> Spec:
+          task_on_error: list[Spec | dict] = (), task_on_finish: list[Spec | dict] = (), **kwargs: Any) -> Spec:
     return Spec({"kind": "swarm", "tasks": list(tasks), "kwargs": kwargs, "max_concurrency": max_concurrency,
                  "stop_after_n_failures": stop_after_n_failures, "max_tasks": max_tasks, "closed": closed,
-                 "task_on_success": list(task_on_success), "task_on_error": list(task_on_error)})
+                 "task_on_success": list(task_on_success), "task_on_error": list(task_on_error),
+                 **({"task_on_finish": list(task_on_finish)} if task_on_finish else {})})
 
 
 def graph(nodes: dict[str, Spec | dict], edges: list[dict], **kwargs: Any) -> Spec:

@@ -140,7 +140,7 @@ class Signature(models.Model):
     inbound = models.JSONField(default=dict, blank=True)
     spec = models.JSONField(default=dict, blank=True)
     # Container settings: max_concurrency, stop_after_n_failures, max_tasks, closed,
-    # task_on_success / task_on_error specs, graph edges.
+    # task_on_success / task_on_error / task_on_finish specs, graph edges.
     config = models.JSONField(default=dict, blank=True)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -170,7 +170,7 @@ class Signature(models.Model):
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="callbacks"
     )
     callback_on = models.CharField(max_length=16, choices=CallbackOn.choices, blank=True)
-    # The swarm member whose end fired this per-member callback (task_success / task_error).
+    # The swarm member whose end fired this per-member callback (task_success / task_error / task_finish).
     trigger = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     root = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="descendants")
     # The schedule that created this run, and the tick it ran for (null for "run now"): unique together,

@@ -33,6 +33,7 @@ SPEC = {
         "tags": {"type": "array", "items": {"type": "string", "maxLength": 50}},
         "on_success": _SPEC_LIST,
         "on_error": _SPEC_LIST,
+        "on_finish": {**_SPEC_LIST, "description": "Fire once when it ends, whatever the outcome (cleanup)."},
         "steps": {**_SPEC_LIST, "description": "Chain: at least two specs, run in order."},
         "tasks": {**_SPEC_LIST, "description": "Swarm: members run in parallel."},
         "max_concurrency": {"type": "integer", "minimum": 1, "default": 10},
@@ -41,6 +42,7 @@ SPEC = {
         "closed": {"type": "boolean", "default": True, "description": "Swarm: false keeps it open for more members."},
         "task_on_success": _SPEC_LIST,
         "task_on_error": _SPEC_LIST,
+        "task_on_finish": {**_SPEC_LIST, "description": "Swarm: fire once for each member that ends."},
         "nodes": {
             "type": "object",
             "additionalProperties": {"type": "object", "description": "a spec"},

@@ -53,7 +53,9 @@ class ChildSerializer(serializers.Serializer):
 
 class CallbackSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    on = serializers.CharField(source="callback_on", help_text="success, error, task_success or task_error.")
+    on = serializers.CharField(
+        source="callback_on", help_text="success, error, finish, task_success, task_error or task_finish."
+    )
     status = serializers.ChoiceField(choices=Status.choices)
     task = serializers.CharField(source="task_name")
     trigger = serializers.IntegerField(
@@ -143,7 +145,7 @@ class SignatureDetailSerializer(serializers.ModelSerializer):
     approval = serializers.SerializerMethodField(help_text="The approval waiting for a decision, if any.")
     config = serializers.SerializerMethodField(
         help_text="Container settings: max_concurrency, closed, stopped, stop_after_n_failures, max_tasks, "
-        "task_on_success, task_on_error (swarms); edges and edge_states (graphs). Null for a task."
+        "task_on_success, task_on_error, task_on_finish (swarms); edges and edge_states (graphs). Null for a task."
     )
 
     class Meta:

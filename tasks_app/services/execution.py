@@ -387,11 +387,13 @@ def _short(error: dict | None) -> dict | None:
 
 
 def fire_callbacks(sig: Signature) -> None:
-    """Start the callbacks that match the outcome; the others can no longer fire and are skipped."""
+    """Start the callbacks that match the outcome, and the finish ones whatever it is (they receive
+    what the matching ones do); the others can no longer fire and are skipped. Only pending ones
+    start, each through a guarded update, so a second end of the same signature fires nothing."""
     if sig.status == Status.COMPLETED:
-        fire, skip, inbound = CallbackOn.SUCCESS, CallbackOn.ERROR, {"input": sig.result}
+        fire, skip, inbound = (CallbackOn.SUCCESS, CallbackOn.FINISH), CallbackOn.ERROR, {"input": sig.result}
     else:
-        fire, skip, inbound = CallbackOn.ERROR, CallbackOn.SUCCESS, {"error": sig.error}
+        fire, skip, inbound = (CallbackOn.ERROR, CallbackOn.FINISH), CallbackOn.SUCCESS, {"error": sig.error}
     if not _may_have_callbacks(sig):
         return
     pending = list(sig.callbacks.filter(status=Status.PENDING))
@@ -400,7 +402,7 @@ def fire_callbacks(sig: Signature) -> None:
     skip_callbacks(sig, [skip])
     held = _in_paused_container(sig)
     for callback in pending:
-        if callback.callback_on != fire:
+        if callback.callback_on not in fire:
             continue
         if held:  # it waits with the rest of the paused workflow; resume queues it
             Signature.objects.filter(pk=callback.pk, status=Status.PENDING).update(status=Status.PAUSED,
@@ -410,11 +412,11 @@ def fire_callbacks(sig: Signature) -> None:
 
 
 def _may_have_callbacks(sig: Signature) -> bool:
-    """A signature's own callbacks come from its spec's on_success and on_error, written with it:
-    a loaded spec without them saves the query (a container's spec is usually not loaded)."""
+    """A signature's own callbacks come from its spec's on_success, on_error and on_finish, written
+    with it: a loaded spec without them saves the query (a container's spec is usually not loaded)."""
     if "spec" in sig.get_deferred_fields() or not sig.spec:
         return True
-    return bool(sig.spec.get("on_success") or sig.spec.get("on_error"))
+    return specs.has_callbacks(sig.spec)
 
 
 def _in_paused_container(sig: Signature) -> bool:

@@ -48,12 +48,13 @@ def spec_of_task(sig: Signature) -> dict:
 
 def _trimmed(spec: dict) -> dict:
     """A stored (normalised) spec without the defaults the validator filled in."""
-    defaults = {"priority": None, "category": "", "tags": [], "on_success": [], "on_error": [], "retries": 0,
-                "retry_backoff": 1.0, "timeout": None, "name": "", "kwargs": {}}
+    defaults = {"priority": None, "category": "", "tags": [], "on_success": [], "on_error": [], "on_finish": [],
+                "task_on_finish": [], "retries": 0, "retry_backoff": 1.0, "timeout": None, "name": "", "kwargs": {}}
     out = {k: v for k, v in spec.items() if not (k in defaults and v == defaults[k])}
     if out.get("kind") == Kind.TASK:
         out.pop("kind")
-    for key in ("on_success", "on_error", "steps", "tasks", "task_on_success", "task_on_error"):
+    for key in ("on_success", "on_error", "on_finish", "steps", "tasks", "task_on_success", "task_on_error",
+                "task_on_finish"):
         if isinstance(out.get(key), list):
             out[key] = [_trimmed(s) for s in out[key]]
     if isinstance(out.get("nodes"), dict):

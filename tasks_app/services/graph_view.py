@@ -23,14 +23,16 @@ COLLAPSE_OVER = 50
 PAGE_SIZE = 50
 OPEN_DEPTH = 3
 MAX_EXPANDED = 20
-PER_MEMBER = (CallbackOn.TASK_SUCCESS, CallbackOn.TASK_ERROR)
+PER_MEMBER = (CallbackOn.TASK_SUCCESS, CallbackOn.TASK_ERROR, CallbackOn.TASK_FINISH)
 ROW_FIELDS = ("id", "kind", "name", "task_name", "node_key", "status", "progress", "parent_id", "callback_of_id",
               "callback_on", "trigger_id", "position", "config", "started_at", "finished_at", "owner_id")
 CALLBACK_LABELS = {
     CallbackOn.SUCCESS: "on success",
     CallbackOn.ERROR: "on error",
+    CallbackOn.FINISH: "on finish",
     CallbackOn.TASK_SUCCESS: "per member success",
     CallbackOn.TASK_ERROR: "per member error",
+    CallbackOn.TASK_FINISH: "per member finish",
 }
 
 

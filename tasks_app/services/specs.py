@@ -16,13 +16,14 @@ from ..registry import get_task
 from . import bulk
 from .errors import PayloadTooLarge, SpecError
 
-COMMON = {"kind", "name", "priority", "category", "tags", "kwargs", "on_success", "on_error", "retries",
-          "retry_backoff", "timeout"}
+COMMON = {"kind", "name", "priority", "category", "tags", "kwargs", "on_success", "on_error", "on_finish",
+          "retries", "retry_backoff", "timeout"}
+CALLBACKS = {"on_success": CallbackOn.SUCCESS, "on_error": CallbackOn.ERROR, "on_finish": CallbackOn.FINISH}
 FIELDS = {
     Kind.TASK: COMMON | {"task"},
     Kind.CHAIN: COMMON | {"steps"},
     Kind.SWARM: COMMON | {"tasks", "max_concurrency", "stop_after_n_failures", "max_tasks", "closed",
-                          "task_on_success", "task_on_error"},
+                          "task_on_success", "task_on_error", "task_on_finish"},
     Kind.GRAPH: COMMON | {"nodes", "edges"},
 }
 MAX_DEPTH = 20
@@ -95,6 +96,7 @@ class _Validator:
             "kwargs": kwargs,
             "on_success": self.specs(raw.get("on_success", []), _join(path, "on_success"), depth),
             "on_error": self.specs(raw.get("on_error", []), _join(path, "on_error"), depth),
+            "on_finish": self.specs(raw.get("on_finish", []), _join(path, "on_finish"), depth),
         }
         getattr(self, f"{kind}_fields")(raw, path, depth, out)
         self.count_stored(out["kwargs"], own_kwargs, own_size, copies=depth + 2)
@@ -132,7 +134,8 @@ class _Validator:
         out["priority"] = out["priority"] or taskdef.priority
         out["category"] = out["category"] or taskdef.category
         out["retries"] = self.integer(raw.get("retries", taskdef.retries), _join(path, "retries"), 0, 100)
-        out["retry_backoff"] = self.number(raw.get("retry_backoff", taskdef.retry_backoff), _join(path, "retry_backoff"), 0)
+        backoff = raw.get("retry_backoff", taskdef.retry_backoff)
+        out["retry_backoff"] = self.number(backoff, _join(path, "retry_backoff"), 0)
         timeout = raw.get("timeout", taskdef.timeout)
         out["timeout"] = None if timeout is None else self.number(timeout, _join(path, "timeout"), 0.001)
 
@@ -141,15 +144,18 @@ class _Validator:
         if not isinstance(steps, list) or len(steps) < 2:
             self.error(_join(path, "steps"), "a chain needs a list of at least two steps")
             return
-        out["steps"] = [self.spec(s, f"{_join(path, 'steps')}[{i}]", depth + 1, out["kwargs"]) for i, s in enumerate(steps)]
+        out["steps"] = [self.spec(s, f"{_join(path, 'steps')}[{i}]", depth + 1, out["kwargs"])
+                        for i, s in enumerate(steps)]
 
     def swarm_fields(self, raw: dict, path: str, depth: int, out: dict) -> None:
         tasks = raw.get("tasks", [])
         if not isinstance(tasks, list):
             self.error(_join(path, "tasks"), "must be a list of specs")
             tasks = []
-        out["tasks"] = [self.spec(s, f"{_join(path, 'tasks')}[{i}]", depth + 1, out["kwargs"]) for i, s in enumerate(tasks)]
-        out["max_concurrency"] = self.integer(raw.get("max_concurrency", 10), _join(path, "max_concurrency"), 1, 100_000)
+        out["tasks"] = [self.spec(s, f"{_join(path, 'tasks')}[{i}]", depth + 1, out["kwargs"])
+                        for i, s in enumerate(tasks)]
+        concurrency = raw.get("max_concurrency", 10)
+        out["max_concurrency"] = self.integer(concurrency, _join(path, "max_concurrency"), 1, 100_000)
         out["stop_after_n_failures"] = self.optional_int(raw, "stop_after_n_failures", path)
         out["max_tasks"] = self.optional_int(raw, "max_tasks", path)
         closed = raw.get("closed", True)
@@ -162,8 +168,11 @@ class _Validator:
         out["task_on_success"] = self.specs(raw.get("task_on_success", []), _join(path, "task_on_success"), depth)
         on_success, before = self.expanded - before, self.expanded
         out["task_on_error"] = self.specs(raw.get("task_on_error", []), _join(path, "task_on_error"), depth)
-        # Each member that ends builds one set of per-member callbacks from these templates.
-        self.count_stored({}, {}, max(on_success, self.expanded - before), copies=len(out["tasks"]))
+        on_error, before = self.expanded - before, self.expanded
+        out["task_on_finish"] = self.specs(raw.get("task_on_finish", []), _join(path, "task_on_finish"), depth)
+        # Each member that ends builds one set of per-member callbacks from these templates: its
+        # success or its error ones, and the finish ones.
+        self.count_stored({}, {}, max(on_success, on_error) + self.expanded - before, copies=len(out["tasks"]))
 
     def graph_fields(self, raw: dict, path: str, depth: int, out: dict) -> None:
         from .graphs import validate_graph
@@ -273,7 +282,7 @@ def _row(spec: dict, owner, **links) -> Signature:
     config = {}
     if spec["kind"] == Kind.SWARM:
         config = {k: spec[k] for k in ("max_concurrency", "stop_after_n_failures", "max_tasks", "closed",
-                                       "task_on_success", "task_on_error")}
+                                       "task_on_success", "task_on_error", "task_on_finish")}
     elif spec["kind"] == Kind.GRAPH:
         config = {"edges": spec["edges"]}
     return Signature(
@@ -319,12 +328,16 @@ def build(spec: dict, *, owner, idempotency_key: str | None = None) -> Signature
 
 def _build_below(sig: Signature, spec: dict, root_id: int) -> None:
     add_members(sig, [(key, s) for key, s in children_of(spec)], root_id=root_id, start=0)
-    callbacks = [(CallbackOn.SUCCESS, s) for s in spec["on_success"]] + [(CallbackOn.ERROR, s) for s in spec["on_error"]]
+    callbacks = [(on, s) for key, on in CALLBACKS.items() for s in spec.get(key, [])]  # older specs lack on_finish
     if callbacks:
         rows = [_row(s, sig.owner, callback_of=sig, callback_on=on, root_id=root_id) for on, s in callbacks]
         Signature.objects.bulk_create(rows)
-        for row, (_, s) in zip(rows, callbacks):
+        for row, (_, s) in zip(rows, callbacks, strict=True):
             _build_below(row, s, root_id)
+
+
+def has_callbacks(spec: dict) -> bool:
+    return any(spec.get(key) for key in CALLBACKS)
 
 
 def add_members(parent: Signature, items: list[tuple[str, dict]], *, root_id: int, start: int,
@@ -335,8 +348,8 @@ def add_members(parent: Signature, items: list[tuple[str, dict]], *, root_id: in
         for i, (key, s) in enumerate(items)
     ]
     bulk.insert(rows, batch_size=batch_size)
-    for row, (_, s) in zip(rows, items):
-        if children_of(s) or s["on_success"] or s["on_error"]:
+    for row, (_, s) in zip(rows, items, strict=True):
+        if children_of(s) or has_callbacks(s):
             _build_below(row, s, root_id)
     return rows
 

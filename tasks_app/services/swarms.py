@@ -82,14 +82,21 @@ def _stop(swarm: Signature, counts: dict[str, int]) -> None:
 
 
 def on_member_finished(swarm: Signature, member: Signature) -> None:
-    """Fire the swarm's per-member callbacks for this member, once."""
+    """Fire the swarm's per-member callbacks for this member, once: its success or error ones, and
+    the finish ones (``task_on_finish``) whatever the outcome."""
     if member.status == Status.COMPLETED:
         on, key, inbound = CallbackOn.TASK_SUCCESS, "task_on_success", {"input": member.result}
     elif member.status == Status.FAILED:
         on, key, inbound = CallbackOn.TASK_ERROR, "task_on_error", {"error": member.error}
     else:
         return
-    templates = swarm.config.get(key) or []
+    _fire_per_member(swarm, member, on, swarm.config.get(key) or [], inbound)
+    _fire_per_member(swarm, member, CallbackOn.TASK_FINISH, swarm.config.get("task_on_finish") or [], inbound)
+
+
+def _fire_per_member(swarm: Signature, member: Signature, on: str, templates: list[dict], inbound: dict) -> None:
+    """Build and start one callback per template; none when this member already fired these (the
+    swarm's row is locked, so a second end of the member sees the first one's rows)."""
     if not templates or Signature.objects.filter(callback_of=swarm, trigger=member, callback_on=on).exists():
         return
     for spec in templates:
@@ -146,8 +153,9 @@ def add_tasks(swarm: Signature, raw_specs: list, *, run: bool = True, atomic: bo
 def _callback_bytes(swarm: Signature) -> int:
     """An upper bound of what one member's end stores through the per-member callback templates
     (each callback row keeps its kwargs and its spec)."""
-    templates = [swarm.config.get(key) or [] for key in ("task_on_success", "task_on_error")]
-    return 2 * max(len(json.dumps(t, default=str)) if t else 0 for t in templates)
+    templates = {key: swarm.config.get(key) for key in ("task_on_success", "task_on_error", "task_on_finish")}
+    size = {key: len(json.dumps(t, default=str)) if t else 0 for key, t in templates.items()}
+    return 2 * (max(size["task_on_success"], size["task_on_error"]) + size["task_on_finish"])
 
 
 def _count(raw_specs: Any) -> int:
