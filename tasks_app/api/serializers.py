@@ -118,6 +118,8 @@ class SignatureListSerializer(serializers.ModelSerializer):
             "members_count",
             "deletion",
         ]
+            "schedule",
+            "scheduled_for",
         read_only_fields = fields
 
 
@@ -190,6 +192,8 @@ class SignatureDetailSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+            "schedule",
+            "scheduled_for",
     @extend_schema_field(ChildSerializer(many=True))
     def get_children(self, sig: Signature) -> list[dict]:
         members = sig.members.order_by("position").only(
