@@ -25,6 +25,8 @@ from .services import live, notifications
 NOT_SIGNED_IN = 4401
 NOT_FOUND = 4404
 MAX_CLIENT_MESSAGE = 64 * 1024  # characters; clients only send small commands
+MAX_TRACKED = 10_000  # tasks whose last percent a socket remembers (a user's socket sees every member)
+RESTARTED = ("pending", "queued")
 
 watchable = database_sync_to_async(notifications.watchable)
 snapshot_for_task = database_sync_to_async(notifications.snapshot_for_task)
@@ -44,6 +46,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     """What both endpoints share: refusing, joining groups, JSON in and out, the client commands."""
 
     async def connect(self) -> None:
+        self.percents: dict[int, float] = {}  # the last percent forwarded, by task
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.refuse(NOT_SIGNED_IN)
@@ -68,7 +71,24 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def task_message(self, event: dict) -> None:
         """A ``task.message`` from ``services.live`` or ``services.notifications``: forward it."""
-        await self.send_json(event["message"])
+        if self.moves_forward(event["message"]):
+            await self.send_json(event["message"])
+
+    def moves_forward(self, message: dict) -> bool:
+        """False for a ``progress`` message below the last one this socket forwarded for its task:
+        a container's messages come from every process whose members move, and can cross on the
+        way. A new attempt (its ``status`` back to pending or queued) may start lower again."""
+        kind, task_id = message.get("type"), message.get("task_id")
+        if kind == "status" and message.get("status") in RESTARTED:
+            self.percents.pop(task_id, None)
+        elif kind == "progress":
+            percent = message.get("percent") or 0
+            if percent < self.percents.get(task_id, 0):
+                return False
+            if len(self.percents) >= MAX_TRACKED:
+                self.percents.clear()
+            self.percents[task_id] = percent
+        return True
 
     async def dispatch(self, message: dict) -> None:
         # Forwarding touches no database, so it skips the connection clean-up Channels runs in a

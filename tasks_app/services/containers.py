@@ -11,6 +11,7 @@ import time
 from django.db.models import Count, Sum
 
 from ..models import Kind, Signature, Status
+from . import progress
 
 ENDED = (Status.COMPLETED, Status.SKIPPED, Status.FAILED)
 
@@ -44,10 +45,12 @@ def member_finished(member: Signature) -> None:
         if _roll_up_due(container):  # every member's progress, read at most once a second
             roll_up(container, step=1.0)
         advance(container, ended=member)  # its own reads visit only the members that decide
+        progress.member_moved(member)  # the container's own progress message, throttled, after commit
         return
     stats = member_stats(container)
     roll_up(container, stats, step=1.0)
     advance(container, stats, ended=member)
+    progress.member_moved(member)
 
 
 ROLL_UP_EVERY = 1.0  # seconds between two roll-ups of one swarm's progress in a process
@@ -71,14 +74,11 @@ def member_stats(container: Signature) -> dict[str, tuple[int, float]]:
 
 
 def roll_up(container: Signature, stats: dict | None = None, *, step: float = 0.0) -> float:
-    """Store the container's percent: the mean of its members' (ended ones count as 100).
+    """Store the container's percent (``progress.container_percent``: ended members count 100 %).
 
     With ``step``, only once it has grown by that much since the value loaded with ``container``:
     one member's end in a swarm of 2,000 moves it by 0.05 %, and pages compute it afresh."""
-    stats = member_stats(container) if stats is None else stats
-    members = sum(n for n, _ in stats.values())
-    total = sum(100.0 * n if status in ENDED else progress for status, (n, progress) in stats.items())
-    percent = total / members if members else 0.0
+    percent = progress.container_percent(member_stats(container) if stats is None else stats)
     if percent >= min(100.0, container.progress + step):
         Signature.objects.filter(pk=container.pk, progress__lt=percent).update(progress=percent)
     return percent

@@ -294,10 +294,11 @@ def _resolve_touches(batch: list) -> list:
     return resolved
 
 
-def progress(sig: Signature, *, percent: float, current_step: int, total_steps: int, eta_seconds: int | None,
-             current_step_name: str | None = None) -> None:
+def progress(sig: Signature, *, percent: float, current_step: int, total_steps: int, eta_seconds: float | None,
+             current_step_name: str | None = None, **extra) -> None:
+    """A ``progress`` message; ``extra`` fields ride along (a container's ``done_steps``, ``failed_steps``)."""
     publish(sig, "progress", percent=round(percent, 1), current_step=current_step, total_steps=total_steps,
-            eta_seconds=eta_seconds, current_step_name=current_step_name)
+            eta_seconds=eta_seconds, current_step_name=current_step_name, **extra)
 
 
 def log_lines(task_id: int, owner_id: int, entries: list, limit: int = 500) -> None:

@@ -1,20 +1,30 @@
 """The progress view (CONTRACT.md §5 ``/progress``): steps, substeps, percent and ETA.
 
-A task's steps are the ones it declares; a container's steps are its members. The ETA uses, for
-steps not started, the median duration of that task and step over recent completed runs; for the
-running step, the larger of (its median minus elapsed) and the rate extrapolation
-``elapsed × (100 − p) / p``. Without any basis it is ``None``; it is never negative.
+A task's steps are the ones it declares; a container's steps are its members. A container's
+percent is computed here only (``container_percent``), and the page, the API, the CLI, the chat
+and the container's own ``progress`` messages all read it: the mean of its members' percents,
+where a member that has ended (completed, skipped *or failed*) counts 100 %, because none of its
+work is left; the others count their own stored percent.
+
+The ETA uses, for steps not started, the median duration of that task and step over recent
+completed runs; for the running step, the larger of (its median minus elapsed) and the rate
+extrapolation ``elapsed × (100 − p) / p``. Without any basis it is ``None``; it is never
+negative; it is given in tenths of a second.
 """
 
 from __future__ import annotations
 
+import heapq
 import statistics
+import time
 from datetime import datetime
 
+from django.db import transaction
 from django.utils import timezone
 
-from ..models import Kind, Run, RunStatus, Signature, Status, Step, StepStatus
+from ..models import TERMINAL, Kind, Run, RunStatus, Signature, Status, Step, StepStatus
 from ..registry import get_task
+from . import live
 
 HISTORY = 20
 MAX_MEMBER_STEPS = 500
@@ -31,16 +41,19 @@ MEMBER_STEP_STATE = {
 }
 CURRENT_STEP = (StepStatus.RUNNING, StepStatus.APPROVAL, StepStatus.PAUSED)
 MEMBER_UNDER_WAY = [status for status, step in MEMBER_STEP_STATE.items() if step in CURRENT_STEP]
+MEMBER_ENDED = (Status.COMPLETED, Status.SKIPPED, Status.FAILED)
 
 
 def payload(sig: Signature) -> dict:
     steps = member_steps(sig) if sig.is_container else task_steps(sig)
-    percent = overall_percent(sig, steps)
+    stats = _member_stats(sig) if sig.is_container else None
+    percent = overall_percent(sig, stats)
     current = next((s for s in steps if s["status"] in CURRENT_STEP), None)
     current = current or next((s for s in steps if s["status"] == StepStatus.PENDING), None)
-    total = sig.members.count() if sig.is_container else len(steps)
+    total = sum(n for n, _ in stats.values()) if stats is not None else len(steps)
     if current is None and len(steps) < total:
         current = _current_unlisted_member(sig)
+    done, failed = _done_and_failed(steps, stats)
     data = {
         "task_id": sig.pk,
         "title": sig.title,
@@ -49,6 +62,8 @@ def payload(sig: Signature) -> dict:
         "current_step": current["order"] if current else total,
         "current_step_name": current["name"] if current else None,
         "total_steps": total,
+        "done_steps": done,
+        "failed_steps": failed,
         "started_at": sig.started_at,
         "finished_at": sig.finished_at,
         "eta_seconds": eta_seconds(sig, steps, percent),
@@ -57,14 +72,43 @@ def payload(sig: Signature) -> dict:
     return data
 
 
-def overall_percent(sig: Signature, steps: list[dict]) -> float:
+def overall_percent(sig: Signature, stats: dict | None = None) -> float:
+    """What every view shows: 100 once completed; a container's members' percent, never below
+    what was stored (it never goes backwards within an attempt); a task's stored percent."""
     if sig.status == Status.COMPLETED:
         return 100.0
-    if sig.is_container and steps:
-        from .containers import roll_up
-
-        return max(sig.progress, roll_up(sig))
+    if sig.is_container:
+        return max(sig.progress, container_percent(_member_stats(sig) if stats is None else stats))
     return sig.progress
+
+
+def member_percent(status: str, percent: float) -> float:
+    """A member's share of its container's percent: 100 once it has ended, whatever the outcome."""
+    return 100.0 if status in MEMBER_ENDED else float(percent)
+
+
+def container_percent(stats: dict[str, tuple[int, float]]) -> float:
+    """The container's percent from ``{member status: (members, sum of their percents)}``
+    (``containers.member_stats``): the mean of ``member_percent`` over its members."""
+    members = sum(n for n, _ in stats.values())
+    if not members:
+        return 0.0
+    total = sum(100.0 * n if status in MEMBER_ENDED else percent for status, (n, percent) in stats.items())
+    return min(100.0, total / members)
+
+
+def _member_stats(sig: Signature) -> dict[str, tuple[int, float]]:
+    from .containers import member_stats
+
+    return member_stats(sig)
+
+
+def _done_and_failed(steps: list[dict], stats: dict | None) -> tuple[int, int]:
+    """Steps done (a container's members that ended, failed ones too: they count 100 %), and failed."""
+    if stats is None:
+        done = sum(1 for s in steps if s["status"] in (StepStatus.COMPLETED, StepStatus.SKIPPED))
+        return done, sum(1 for s in steps if s["status"] == StepStatus.FAILED)
+    return sum(stats.get(status, (0, 0))[0] for status in MEMBER_ENDED), stats.get(Status.FAILED, (0, 0))[0]
 
 
 def task_steps(sig: Signature) -> list[dict]:
@@ -87,8 +131,9 @@ def member_steps(sig: Signature) -> list[dict]:
     )[:MAX_MEMBER_STEPS]
     steps = []
     for m in members:
-        duration = int((m.finished_at - m.started_at).total_seconds() * 1000) if m.started_at and m.finished_at else None
-        percent = 100 if m.status in (Status.COMPLETED, Status.SKIPPED) else m.progress
+        ran = m.started_at and m.finished_at
+        duration = int((m.finished_at - m.started_at).total_seconds() * 1000) if ran else None
+        percent = member_percent(m.status, m.progress)
         step = _step(m.position + 1, m.node_key or m.title, MEMBER_STEP_STATE[m.status], percent, duration, [],
                      started_at=m.started_at)
         step.update(task_id=m.pk, kind=m.kind, task=m.task_name, member_status=m.status)
@@ -124,14 +169,15 @@ def _step(order: int, name: str, status: str, percent: float, duration_ms: int |
 # ETA ------------------------------------------------------------------------------------------
 
 
-def eta_seconds(sig: Signature, steps: list[dict], percent: float) -> int | None:
+def eta_seconds(sig: Signature, steps: list[dict], percent: float) -> float | None:
+    """Seconds left, in tenths (whole seconds were too coarse for short steps: bench/eta.py)."""
     if sig.status in (Status.COMPLETED, Status.FAILED, Status.SKIPPED, Status.INTERRUPTED):
         return 0 if sig.status == Status.COMPLETED else None
     if sig.kind == Kind.TASK:
         estimate = _task_eta(sig, steps, percent)
     else:
         estimate = _container_eta(sig, steps, percent)
-    return None if estimate is None else max(0, round(estimate))
+    return None if estimate is None else round(max(0.0, estimate), 1)
 
 
 def _task_eta(sig: Signature, steps: list[dict], percent: float) -> float | None:
@@ -185,21 +231,49 @@ def _rate_only(sig: Signature, percent: float) -> float | None:
 
 
 def _container_eta(sig: Signature, steps: list[dict], percent: float) -> float | None:
-    """Remaining members' medians, spread over the swarm's parallelism; else the container's rate."""
-    remaining = [s for s in steps if s["status"] not in (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED)]
-    if not remaining:
+    """The members left, each at its task's median run (the running ones less what they did), laid
+    out on the swarm's ``max_concurrency`` slots in the order they start; a chain or graph adds
+    them up. Without history for every member left: the container's own rate."""
+    ended = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED)
+    remaining = [s for s in steps if s["status"] not in ended]
+    if not remaining and len(steps) < MAX_MEMBER_STEPS:
         return 0.0
-    estimates = []
+    medians: dict[str, float | None] = {}
+    running, waiting = [], []
+    now = timezone.now()
     for step in remaining:
-        median = median_run_seconds(step["task"]) if step.get("task") else None
+        if step.get("task") and step["task"] not in medians:
+            medians[step["task"]] = median_run_seconds(step["task"])
+        median = medians.get(step.get("task") or "")
         if median is None:
             return _rate_only(sig, percent)
-        elapsed = (timezone.now() - step["started_at"]).total_seconds() if step["started_at"] else 0
-        estimates.append(_combine(median, elapsed, step["progress"]) if step["status"] != StepStatus.PENDING else median)
+        if step["status"] == StepStatus.PENDING:
+            waiting.append(median)
+        else:
+            elapsed = (now - step["started_at"]).total_seconds() if step["started_at"] else 0
+            running.append(_combine(median, elapsed, step["progress"]) or 0.0)
+    waiting += _unlisted_waiting(sig, steps, medians)
     if sig.kind == Kind.SWARM:
-        width = max(1, min(sig.config.get("max_concurrency", 1), len(estimates)))
-        return max(max(estimates), sum(estimates) / width)
-    return sum(estimates)
+        return _makespan(running, waiting, sig.config.get("max_concurrency") or 1)
+    return sum(running) + sum(waiting)
+
+
+def _unlisted_waiting(sig: Signature, steps: list[dict], medians: dict[str, float | None]) -> list[float]:
+    """Members past the ``MAX_MEMBER_STEPS`` listed that have not started, at the listed ones' median."""
+    if len(steps) < MAX_MEMBER_STEPS or not medians:
+        return []
+    count = sig.members.filter(position__gte=MAX_MEMBER_STEPS, status__in=(Status.PENDING, Status.QUEUED)).count()
+    known = [m for m in medians.values() if m is not None]
+    return [statistics.median(known)] * count if known else []
+
+
+def _makespan(running: list[float], waiting: list[float], width: int) -> float:
+    """When the last member ends if each waiting one takes the first free slot (list scheduling)."""
+    slots = sorted(running) + [0.0] * max(0, width - len(running))
+    heapq.heapify(slots)
+    for seconds in waiting:
+        heapq.heappush(slots, heapq.heappop(slots) + seconds)
+    return max(slots) if slots else 0.0
 
 
 def median_run_seconds(task_name: str) -> float | None:
@@ -225,6 +299,46 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def task_eta(sig: Signature, percent: float) -> int | None:
+def task_eta(sig: Signature, percent: float) -> float | None:
     """The ETA of a running task, for the live progress messages its worker sends."""
     return eta_seconds(sig, task_steps(sig), percent)
+
+
+# A container's own progress messages ---------------------------------------------------------
+
+ANNOUNCE_EVERY = 0.5  # seconds between two progress messages of one container from one process
+_announced: dict[int, float] = {}
+
+
+def member_moved(member: Signature) -> None:
+    """A member's progress was written, or it ended: after commit, store its container's percent and
+    send the container's ``progress`` message, at most every ``ANNOUNCE_EVERY`` s per container
+    and process however many members move (a page re-reads the whole view on each)."""
+    container_id = member.parent_id
+    if container_id is not None and _announce_due(container_id):
+        transaction.on_commit(lambda: announce(container_id))
+
+
+def _announce_due(container_id: int) -> bool:
+    now = time.monotonic()
+    if now - _announced.get(container_id, -ANNOUNCE_EVERY) < ANNOUNCE_EVERY:
+        return False
+    if len(_announced) > 10_000:
+        _announced.clear()
+    _announced[container_id] = now
+    return True
+
+
+def announce(container_id: int) -> None:
+    """Send the container's progress (never below what was stored: the stored value only grows),
+    then its own container's. An ended container says so with its status message instead."""
+    sig = Signature.objects.filter(pk=container_id).first()
+    if sig is None or sig.status in TERMINAL:
+        return
+    data = payload(sig)
+    Signature.objects.filter(pk=sig.pk, progress__lt=data["progress"]).update(progress=data["progress"])
+    live.progress(sig, percent=data["progress"], current_step=data["current_step"], total_steps=data["total_steps"],
+                  eta_seconds=data["eta_seconds"], current_step_name=data["current_step_name"],
+                  done_steps=data["done_steps"], failed_steps=data["failed_steps"])
+    if sig.parent_id is not None and _announce_due(sig.parent_id):
+        announce(sig.parent_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from django.contrib import messages
@@ -15,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from ..forms import DecisionForm, DeleteForm, PriorityForm
-from ..models import Signature, Status, StepStatus
+from ..models import Signature, StepStatus
 from ..services import approvals, deletion, lifecycle, progress
 from ..services.errors import OrchestratorError, SpecError
 from .common import actor, get_controllable, get_signature, refusal, with_messages
@@ -35,6 +36,8 @@ def allowed_actions(sig: Signature) -> set[str]:
     allowed |= {action for action, statuses in checks.items() if sig.status in statuses}
     if sig.status in lifecycle.STARTABLE and sig.parent_id is None and sig.callback_of_id is None:
         allowed.add("start")
+    if lifecycle.can_skip(sig):
+        allowed.add("skip")
     if sig.delete_after is None:
         allowed.add("delete")
     elif sig.delete_after > timezone.now():
@@ -62,10 +65,6 @@ def progress_context(sig: Signature) -> dict:
     data = progress.payload(sig)
     for step in data["steps"]:
         step["substep_states"] = substep_states(step)
-    if len(data["steps"]) < data["total_steps"]:  # members past the listed ones
-        data["done_steps"] = sig.members.filter(status__in=(Status.COMPLETED, Status.SKIPPED)).count()
-    else:
-        data["done_steps"] = sum(1 for s in data["steps"] if s["status"] in (StepStatus.COMPLETED, StepStatus.SKIPPED))
     return data
 
 
@@ -156,7 +155,9 @@ ACTIONS: dict[str, Callable[[HttpRequest, Signature], str]] = {
     "pause": _simple(lifecycle.pause, "paused"),
     "resume": _simple(lifecycle.resume, "resumed"),
     "interrupt": _simple(lifecycle.interrupt, "interrupted"),
-    "retry": _simple(lifecycle.retry, "retry queued"),
+    "retry": _simple(lifecycle.retry, "retry queued (from the failed step)"),
+    "retry_from_start": _simple(functools.partial(lifecycle.retry, from_start=True), "retry queued (from the start)"),
+    "skip": _simple(lifecycle.skip, "failure skipped; it goes on"),
     "rerun": _simple(lifecycle.rerun, "rerun started"),
     "restore": _simple(deletion.restore, "restored from the trash"),
     "delete": _delete,
