@@ -156,6 +156,7 @@ class TaskContext:
         else:
             Signature.objects.filter(pk=self.signature.pk, progress__lt=self._percent).update(progress=self._percent)
         self.signature.progress = max(self.signature.progress, self._percent)
+        progress.member_moved(self.signature)  # a workflow's own progress moves with its members'
         # At 100 % nothing is left: no need to read the task's history for an estimate.
         self._eta = 0 if self._percent >= 100 else progress.task_eta(self.signature, self._percent)
         self._last_write = time.monotonic()

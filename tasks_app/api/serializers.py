@@ -25,6 +25,7 @@ from ..models import (
     Status,
 )
 from ..services import approvals, metrics
+from ..services import progress as task_progress
 from .digits import AsciiIntegerField
 
 MAX_CHILDREN = 1000  # members listed inline in a detail; ``GET /api/tasks/?parent=ID`` pages through all
@@ -139,6 +140,8 @@ class SignatureDetailSerializer(serializers.ModelSerializer):
         choices=CallbackOn.choices, allow_blank=True, help_text="What fires a callback; empty on anything else."
     )
     deletion = DeletionSerializer(allow_null=True)
+    progress = serializers.SerializerMethodField(help_text="Percent done, as GET /progress says it (a container's "
+                                                 "from its members: ended ones, failed too, count 100).")
     children = serializers.SerializerMethodField(help_text=f"Members in order (at most {MAX_CHILDREN}).")
     children_count = serializers.SerializerMethodField()
     member_counts = serializers.SerializerMethodField(help_text="Members by status (containers).")
@@ -194,6 +197,10 @@ class SignatureDetailSerializer(serializers.ModelSerializer):
 
             "schedule",
             "scheduled_for",
+    @extend_schema_field(serializers.FloatField())
+    def get_progress(self, sig: Signature) -> float:
+        return round(task_progress.overall_percent(sig), 1)
+
     @extend_schema_field(ChildSerializer(many=True))
     def get_children(self, sig: Signature) -> list[dict]:
         members = sig.members.order_by("position").only(
@@ -386,9 +393,11 @@ class ProgressSerializer(serializers.Serializer):
     current_step = serializers.IntegerField()
     current_step_name = serializers.CharField(allow_null=True)
     total_steps = serializers.IntegerField()
+    done_steps = serializers.IntegerField(help_text="Steps done; of a container, members ended (failed ones too).")
+    failed_steps = serializers.IntegerField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-    eta_seconds = serializers.IntegerField(allow_null=True)
+    eta_seconds = serializers.FloatField(allow_null=True, help_text="Seconds left, in tenths; null without a basis.")
     steps = StepSerializer(many=True)
 
 
