@@ -325,6 +325,8 @@ def available_actions(sig: Signature) -> list[str]:
         ("approve", (Status.WAITING_APPROVAL,)),
     ]
     actions = [name for name, allowed in checks if sig.status in allowed]
+    if lifecycle.can_skip(sig):
+        actions.append("skip")
     actions.append("restore" if sig.delete_after else "delete")
     return actions + ["cancel --yes"]
 

@@ -28,6 +28,8 @@ from django.utils import timezone
 from .models import Run, Signature, Status, Step, StepStatus
 from .services import events, live, progress
 
+DONE_STEPS = (StepStatus.COMPLETED, StepStatus.SKIPPED)  # a skipped step (``skip``) counts as done
+
 
 class PauseRequested(BaseException):
     """Raised at a checkpoint when the signature was paused; a BaseException so tasks don't swallow it."""
@@ -129,7 +131,7 @@ class TaskContext:
         if not self._steps:
             return self._percent
         total = sum(s.weight for s in self._steps) or 1
-        done = sum(s.weight * (100.0 if s.status == StepStatus.COMPLETED else s.progress) for s in self._steps)
+        done = sum(s.weight * (100.0 if s.status in DONE_STEPS else s.progress) for s in self._steps)
         return max(self._percent, done / total)
 
     def _report(self, force: bool = False, changed: bool = False) -> None:
@@ -163,7 +165,7 @@ class TaskContext:
         self._dirty = False
 
     def _broadcast(self) -> None:
-        current = next((i for i, s in enumerate(self._steps) if s.status != StepStatus.COMPLETED), len(self._steps) - 1)
+        current = next((i for i, s in enumerate(self._steps) if s.status not in DONE_STEPS), len(self._steps) - 1)
         live.progress(
             self.signature,
             percent=self._percent,
@@ -190,8 +192,8 @@ class TaskContext:
         return step
 
     def step_completed(self, name: str) -> bool:
-        """True when a previous run of this attempt already completed the step (skip it on resume)."""
-        return any(s.name == name and s.status == StepStatus.COMPLETED for s in self._steps)
+        """True when a previous run completed the step, or a person skipped it: do not run it (again)."""
+        return any(s.name == name and s.status in DONE_STEPS for s in self._steps)
 
     @contextmanager
     def step(self, name: str, substeps: list[str] | None = None, weight: float | None = None) -> Iterator[StepHandle]:

@@ -102,27 +102,33 @@ def log(ctx, lines: int = 10, level: str = "INFO"):
 
 
 @task("examples.build_crm", category="examples", steps=[name for name, _ in CRM_STEPS])
-def build_crm(ctx, title: str = "Cellphone Store CRM", seconds_per_item: float = 1, approval: bool = False):
-    """The four-step demo; with approval=true step 4 waits for a human approval."""
+def build_crm(ctx, title: str = "Cellphone Store CRM", seconds_per_item: float = 1, approval: bool = False,
+              fail_step: str | None = None):
+    """The four-step demo; with approval=true step 4 waits for a human approval; with fail_step (a step's
+    name) that step raises on the first attempt, after its first piece of work: the result's `executed`
+    counts show what ran twice once it is retried or skipped."""
     executed = dict((ctx.checkpoint_data or {}).get("executed", {}))
 
-    def work(item: str) -> None:
+    def work(step: str, item: str) -> None:
         time.sleep(seconds_per_item)
         executed[item] = executed.get(item, 0) + 1
         ctx.save_state({"executed": executed})  # the pause point is the substep/step boundary after it
+        if step == fail_step and ctx.attempt == 1:
+            raise RuntimeError(f"{step} failed (fail_step, first attempt only)")
 
     for name, substeps in CRM_STEPS:
         if ctx.step_completed(name):
             continue
         if name == "Configure workflows" and approval:
-            ctx.require_approval(f"Configure workflows of {title}?", "The app is built; approve to configure workflows.")
+            ctx.require_approval(f"Configure workflows of {title}?",
+                                 "The app is built; approve to configure workflows.")
         with ctx.step(name, substeps=substeps) as step:
             ctx.log.info("%s: %s", title, name)
             for sub in step.remaining():
-                work(sub)
+                work(name, sub)
                 step.substep_done(sub)
             if not substeps:
-                work(name)
+                work(name, name)
     return {"title": title, "steps": len(CRM_STEPS), "executed": executed}
 
 

@@ -243,6 +243,22 @@ class ParamsForm(forms.Form):
     def spec(self) -> dict:
         return {"task": self.taskdef.name, "kwargs": self.kwargs()}
 
+    @classmethod
+    def initial_for(cls, taskdef: TaskDef, kwargs: dict) -> dict:
+        """Initial values that show ``kwargs`` in the fields (Edit and retry prefills the old arguments)."""
+        named = {p["name"]: p for p in taskdef.params if p["kind"] != "var_keyword"}
+        initial, extra = {}, {}
+        for key, value in kwargs.items():
+            if key not in named:
+                extra[key] = value
+            elif isinstance(param_field(named[key]), (JSONValueField, forms.TypedChoiceField)):
+                initial[PARAM_PREFIX + key] = json.dumps(value)
+            else:
+                initial[PARAM_PREFIX + key] = value
+        if extra:
+            initial["extra"] = json.dumps(extra)
+        return initial
+
 
 class SpecForm(OptionsForm):
     """A whole spec as JSON: a task, a chain, a swarm or a graph."""

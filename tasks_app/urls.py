@@ -13,6 +13,7 @@ from .views import (
     task_list,
     task_logs,
     task_new,
+    task_retry,
     workers,
 )
 
@@ -29,6 +30,7 @@ urlpatterns = [
     path("tasks/<int:pk>/timeline.json", graph.task_timeline, name="task_timeline"),
     path("tasks/<int:pk>/graph/table/", graph.task_graph_table, name="task_graph_table"),
     path("tasks/<int:pk>/graph/node/<int:node>/", graph.task_graph_node, name="task_graph_node"),
+    path("tasks/<int:pk>/retry/edit/", task_retry.task_retry, name="task_retry"),
     path("tasks/<int:pk>/<slug:action>/", task_detail.task_action, name="task_action"),
     path("graphs/", graph_definitions.graph_definition_list, name="graph_definition_list"),
     path("graphs/new/", graph_definitions.graph_new, name="graph_new"),

@@ -289,6 +289,32 @@ class DecisionSerializer(serializers.Serializer):
     comment = serializers.CharField(max_length=2000, allow_blank=True, default="")
 
 
+class ActionBodySerializer(serializers.Serializer):
+    """An action's optional body: unknown fields are refused (a typo must not retry with old arguments)."""
+
+    def validate(self, attrs: dict) -> dict:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({key: f"unknown field; use {', '.join(self.fields)}" for key in unknown})
+        return attrs
+
+
+class RetrySerializer(ActionBodySerializer):
+    kwargs = serializers.JSONField(
+        required=False, help_text="New arguments for a task, replacing the old ones (validated as a spec's)."
+    )
+    from_start = serializers.BooleanField(
+        default=False, help_text="Redo completed steps too (default: resume from the failed step and checkpoint)."
+    )
+
+
+class SkipSerializer(ActionBodySerializer):
+    result = serializers.JSONField(
+        required=False, allow_null=True, default=None,
+        help_text="A failed member of a chain or graph: the result its container goes on with (default null).",
+    )
+
+
 class BulkAddSerializer(serializers.Serializer):
     tasks = serializers.JSONField(help_text="A list of specs.")
     run = serializers.BooleanField(default=True)

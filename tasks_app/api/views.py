@@ -53,8 +53,10 @@ from .serializers import (
     ProgressSerializer,
     RegisteredTaskSerializer,
     ResumeReportSerializer,
+    RetrySerializer,
     SignatureDetailSerializer,
     SignatureListSerializer,
+    SkipSerializer,
     SubmitOptionsSerializer,
     TaskUpdateSerializer,
 )
@@ -223,12 +225,29 @@ class TaskViewSet(ApiView, viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Retry a failed or interrupted signature (a container: its failed members)",
-        request=None,
-        responses=ACTION_RESPONSES,
+        description="A task resumes from its failed step with its completed steps and last checkpoint, unless "
+        "from_start; kwargs replaces a task's arguments (400 naming the field, nothing changed).",
+        request=RetrySerializer,
+        responses={**ACTION_RESPONSES, 400: schema.BAD_INPUT},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        return self.apply(lifecycle.retry)
+        body = valid(RetrySerializer, json_object(request.data))
+        sig = self.get_object()
+        return self.detail_response(lifecycle.retry(sig, actor=actor(request), **body))
+
+    @extend_schema(
+        summary="Skip a failure: a task's failed step, or a failed member of a chain or graph",
+        description="A failed task: its failed step becomes skipped and it runs on from the next step. A failed "
+        "member of a chain or graph: it becomes skipped and its container goes on as if it had returned result.",
+        request=SkipSerializer,
+        responses={**ACTION_RESPONSES, 400: schema.BAD_INPUT},
+    )
+    @action(detail=True, methods=["post"])
+    def skip(self, request: Request, pk: str) -> Response:
+        body = valid(SkipSerializer, json_object(request.data))
+        sig = self.get_object()
+        return self.detail_response(lifecycle.skip(sig, result=body["result"], actor=actor(request)))
 
     @extend_schema(summary="Run a finished signature again from scratch", request=None, responses=ACTION_RESPONSES)
     @action(detail=True, methods=["post"])

@@ -16,7 +16,9 @@ def advance(chain: Signature, ended: Signature | None = None) -> None:
         previous = ended
     else:
         previous = (
-            chain.members.filter(status=Status.COMPLETED, position__lt=current.position if current else 1 << 31)
+            # A member a person skipped (lifecycle.skip) passes on the result it was given.
+            chain.members.filter(status__in=(Status.COMPLETED, Status.SKIPPED),
+                                 position__lt=current.position if current else 1 << 31)
             .order_by("-position")
             .only("result")
             .first()

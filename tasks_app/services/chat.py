@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from ..models import Approval, ApprovalStatus, Signature, Status, StepStatus
+from ..models import Approval, ApprovalStatus, Kind, Signature, Status, StepStatus
 from . import approvals, execution, lifecycle, logs, progress, tree
 from .errors import OrchestratorError
 from .notifications import display_name, failed_step
@@ -43,6 +43,7 @@ INTENTS: list[tuple[str, re.Pattern]] = [
         ("logs", r"\b(?:logs?|output)\b"),
         ("approve", r"\b(?:approve|go ahead)\b"),
         ("reject", r"\b(?:reject|deny|decline)\b"),
+        ("skip", r"\bskip\b"),
         ("pause", r"\b(?:pause|hold)\b"),
         ("resume", r"\b(?:continue|resume|unpause|carry on)\b"),
         ("retry", r"\b(?:retry|rerun|re-run|run (?:it )?again|try again)\b"),
@@ -55,7 +56,7 @@ STOPWORDS = set(
     decline deny did do does doing done eta finished for from get give go going has have hello hey hi hold how
     hows i in is it its job jobs last latest left let list log logs long lines look me much my now of ok okay on
     out output over pause please progress re reject remaining restart resume retry rerun run s see show some
-    start state status stop task tasks tell that the there this to try unpause up was what whats when where
+    skip start state status stop task tasks tell that the there this to try unpause up was what whats when where
     which will with workflow workflows would yet you approve cancel abort carry thanks quick running""".split()
 )
 HELP = (
@@ -64,6 +65,7 @@ HELP = (
     "- \"Show logs for my CRM task\"\n"
     "- \"Pause my CRM task\" / \"Continue my CRM task\"\n"
     "- \"Retry my CRM task\"\n"
+    "- \"Skip it\" (go on past the failed step, or the failed member of a chain or graph)\n"
     "- \"Approve my CRM task\" / \"Reject my CRM task\"\n"
     "- \"Cancel my CRM task\" (asks you to confirm) or \"Cancel my CRM task and start over\"\n"
     "- \"List my tasks\"\n"
@@ -308,6 +310,19 @@ def retry(user, sig: Signature) -> Answer:
                 f"🔁 Running your {display_name(sig)} task (#{sig.pk}) again from the start.", "rerun")
 
 
+def skip(user, sig: Signature) -> Answer:
+    """Skip the failure itself, or the failed member of a chain or graph the user named."""
+    target = sig if lifecycle.can_skip(sig) else next(
+        (m for m in sig.members.filter(status=Status.FAILED).order_by("position") if lifecycle.can_skip(m)), sig)
+    if target.pk == sig.pk and target.parent_id is None and sig.kind == Kind.TASK:
+        step = sig.steps.filter(status=StepStatus.FAILED).values_list("name", flat=True).first()
+        done = f"⏭ Skipped the failed step “{step}” of your {display_name(sig)} task (#{sig.pk}); it goes on."
+    else:
+        done = (f"⏭ Skipped the failed member #{target.pk} {target.title} of your {display_name(sig)} workflow; "
+                "it goes on.")
+    return _act("skip", sig, lambda: lifecycle.skip(target, actor=actor_for(user)), done, "skip")
+
+
 def pending_approval(sig: Signature) -> Approval | None:
     """The oldest pending approval anywhere in the task's tree."""
     ids = tree.subtree(sig).values("pk")
@@ -356,6 +371,7 @@ HANDLERS: dict[str, Callable[[object, Signature], Answer]] = {
     "pause": pause,
     "resume": resume,
     "retry": retry,
+    "skip": skip,
     "approve": lambda user, sig: decide(user, sig, approve=True),
     "reject": lambda user, sig: decide(user, sig, approve=False),
     "cancel": ask_to_cancel,

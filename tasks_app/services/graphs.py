@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from ..models import Kind, Signature, Status
@@ -222,7 +223,8 @@ def _inbound(graph: Signature, taken: list[dict]) -> dict:
     sources = {key: (status, result, error) for key, status, result, error in rows}
     if len(taken) == 1:
         status, result, error = sources[taken[0]["from"]]
-        return {"input": result} if status == Status.COMPLETED else {"input": None, "error": error}
+        # A skipped source took an edge only when a person skipped it with a substitute result.
+        return {"input": result} if status in (Status.COMPLETED, Status.SKIPPED) else {"input": None, "error": error}
     return {"input": {e["from"]: sources[e["from"]][1] for e in taken}}
 
 
@@ -247,5 +249,6 @@ def _finish_if_done(graph: Signature, index: EdgeIndex, states: dict[str, bool])
         error = dict(first.error or {}, node=unhandled[0], failed_nodes=unhandled)
         execution.finish(graph, Status.FAILED, error=error)
     else:
-        result = dict(graph.members.filter(status=Status.COMPLETED).values_list("node_key", "result"))
+        returned = Q(status=Status.COMPLETED) | Q(status=Status.SKIPPED, config__has_key="skipped_with_result")
+        result = dict(graph.members.filter(returned).values_list("node_key", "result"))
         execution.finish(graph, Status.COMPLETED, result=result)

@@ -6,6 +6,8 @@ updates; jobs are dropped and work horses stopped after commit.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.utils import timezone
 from rq.command import send_stop_job_command
@@ -21,8 +23,9 @@ from ..models import (
     Signature,
     Status,
     Step,
+    StepStatus,
 )
-from . import containers, events, execution, transport, tree
+from . import containers, events, execution, specs, transport, tree
 from .errors import InvalidTransition, SpecError
 
 STARTABLE = (Status.PENDING,)
@@ -190,13 +193,18 @@ def _delete_rows(ids: list[int]) -> dict[str, int]:
 
 
 @execution.retry_on_conflict
-def retry(sig: Signature, *, actor: str = "system") -> Signature:
-    """Run a failed or interrupted task again; on a container, only its failed members."""
+def retry(sig: Signature, *, kwargs: dict | None = None, from_start: bool = False,
+          actor: str = "system") -> Signature:
+    """Run a failed or interrupted task again; on a container, only its failed members.
+
+    A task resumes from its failed step, keeping its completed steps and its last checkpoint, unless
+    ``from_start``; ``kwargs`` replaces a task's arguments (validated first: nothing changes on a 400)."""
     with transaction.atomic():
         sig = _lock(sig)
         _require(sig, RETRYABLE, "retry")
-        _retry_node(sig, actor)
-        events.record(sig, "retried", actor=actor)
+        changed = {} if kwargs is None else _replace_kwargs(sig, kwargs)
+        _retry_node(sig, actor, from_start=from_start)
+        events.record(sig, "retried", actor=actor, from_start=from_start, **changed)
         if sig.kind in CONTAINERS:
             sig.refresh_from_db()
             containers.advance(sig)
@@ -204,9 +212,22 @@ def retry(sig: Signature, *, actor: str = "system") -> Signature:
     return sig
 
 
-def _retry_node(node: Signature, actor: str) -> None:
+def _replace_kwargs(sig: Signature, kwargs: Any) -> dict:
+    """Validate new arguments as a submitted spec's are, then store them; the old and new ones for the event."""
+    if sig.kind != Kind.TASK:
+        raise SpecError({"kwargs": f"only a task's arguments can be replaced; this is a {sig.kind} (retry a member)"})
+    if not isinstance(kwargs, dict):
+        raise SpecError({"kwargs": "must be a JSON object of the task's arguments"})
+    checked = specs.validate({"task": sig.task_name, "kwargs": kwargs})["kwargs"]
+    old = sig.kwargs
+    Signature.objects.filter(pk=sig.pk).update(kwargs=checked, spec={**(sig.spec or {}), "kwargs": checked})
+    sig.kwargs = checked
+    return {"old_kwargs": old, "new_kwargs": checked}
+
+
+def _retry_node(node: Signature, actor: str, *, from_start: bool = False) -> None:
     if node.kind == Kind.TASK:
-        _reset_task(node)
+        (_reset_task if from_start else _reopen_task)(node)
         execution.queue_run(node, allowed=RETRYABLE, attempt=node.attempts + 1, actor=actor, event="retry_queued")
         return
     Signature.objects.filter(pk=node.pk).update(status=Status.RUNNING, error=None, finished_at=None)
@@ -216,17 +237,30 @@ def _retry_node(node: Signature, actor: str) -> None:
     if node.kind == Kind.GRAPH:
         config["edge_states"] = _graph_states_without(node, {m.node_key for m in failed})
     Signature.objects.filter(pk=node.pk).update(config=config)
-    node.members.filter(status=Status.SKIPPED).update(status=Status.PENDING, finished_at=None)
+    _unskip(node.members.filter(status=Status.SKIPPED))
     for member in failed:
-        _retry_node(member, actor)
+        _retry_node(member, actor, from_start=from_start)
         if member.kind in CONTAINERS:
             member.refresh_from_db()
             containers.advance(member)
 
 
+def _unskip(members) -> None:
+    """Members skipped as a consequence of a failure wait again (with what was below them); members a
+    person skipped (``skip``) stay skipped."""
+    for member in members.exclude(config__has_key=SKIP_MARK):
+        Signature.objects.filter(pk__in=tree.descendant_ids(member), status=Status.SKIPPED).update(
+            status=Status.PENDING, finished_at=None
+        )
+
+
 def _graph_states_without(graph: Signature, sources: set[str]) -> dict:
-    """Forget edge states from the retried nodes and from every skipped node (they resolve again)."""
-    skipped = set(graph.members.filter(status=Status.SKIPPED).values_list("node_key", flat=True))
+    """Forget edge states from the retried nodes and from every node skipped as a branch not taken
+    (they resolve again); a node a person skipped keeps the edges its substitute result decided."""
+    skipped = set(
+        graph.members.filter(status=Status.SKIPPED).exclude(config__has_key=SKIP_MARK)
+        .values_list("node_key", flat=True)
+    )
     edges = graph.config.get("edges", [])
     return {
         i: taken for i, taken in graph.config.get("edge_states", {}).items()
@@ -237,6 +271,103 @@ def _graph_states_without(graph: Signature, sources: set[str]) -> dict:
 def _reset_task(node: Signature) -> None:
     node.steps.all().delete()
     Signature.objects.filter(pk=node.pk).update(progress=0, checkpoint=None, result=None, finished_at=None)
+
+
+def _reopen_task(node: Signature) -> None:
+    """Keep completed steps and the checkpoint: the failed step runs again (its done substeps stay done)."""
+    node.steps.filter(status=StepStatus.FAILED).update(status=StepStatus.PENDING, finished_at=None)
+    Signature.objects.filter(pk=node.pk).update(result=None, finished_at=None)
+
+
+# Skip -------------------------------------------------------------------------------------------
+
+SKIP_MARK = "skipped_with_result"  # in a member's config: a person skipped it; it counts as having returned
+
+
+def skip_refusal(sig: Signature) -> str | None:
+    """Why ``skip`` is refused for this signature, or None when it is allowed.
+
+    The one rule the API, the page, the admin, the CLI and the chat share: a failed task with a
+    failed step (not a member), or a failed member of a top-level chain or graph whose failure no
+    failure edge has handled."""
+    if sig.status != Status.FAILED:
+        return f"only a failed signature can be skipped; this one is {sig.status}"
+    if sig.parent_id is None:
+        if sig.kind == Kind.TASK and sig.steps.filter(status=StepStatus.FAILED).exists():
+            return None
+        return "it has no failed step to skip (a failed member of a chain or graph is skipped as a whole)"
+    container = Signature.objects.only("kind", "status", "parent_id", "config").get(pk=sig.parent_id)
+    if container.kind not in (Kind.CHAIN, Kind.GRAPH):
+        return f"a member of a {container.kind} cannot be skipped (a swarm goes on without its failed members)"
+    if container.parent_id is not None:
+        return f"its {container.kind} is itself a member of a workflow; retry or rerun the workflow instead"
+    if container.status not in (Status.FAILED, Status.RUNNING, Status.PAUSED):
+        return f"its {container.kind} is {container.status}"
+    if container.kind == Kind.GRAPH and _failure_handled(container, sig.node_key):
+        return "a failure edge has already handled its failure"
+    return None
+
+
+def can_skip(sig: Signature) -> bool:
+    return skip_refusal(sig) is None
+
+
+def _failure_handled(graph: Signature, key: str) -> bool:
+    edges, states = graph.config.get("edges", []), graph.config.get("edge_states", {})
+    return any(states.get(str(i)) for i, edge in enumerate(edges) if edge["from"] == key)
+
+
+@execution.retry_on_conflict
+def skip(sig: Signature, *, result: Any = None, actor: str = "system") -> Signature:
+    """Go on past a failure: a task's failed step becomes skipped and the task runs on from the next
+    step; a failed member of a chain or graph becomes skipped and its container goes on as if it had
+    returned ``result``."""
+    from . import graphs
+
+    decided = graphs.decide_outgoing(sig, result)  # edge conditions are user input: evaluated before any lock
+    with transaction.atomic():
+        if sig.parent_id is not None:
+            execution.lock_parent(sig)  # the container first, as a member's end takes them
+        sig = _lock(sig)
+        problem = skip_refusal(sig)
+        if problem:
+            raise InvalidTransition(f"cannot skip #{sig.pk}: {problem}")
+        if sig.parent_id is None:
+            _skip_step(sig, actor)
+        else:
+            _skip_member(sig, result, (decided or {}).get("states", {}), actor)
+    sig.refresh_from_db()
+    return sig
+
+
+def _skip_step(sig: Signature, actor: str) -> None:
+    step = sig.steps.filter(status=StepStatus.FAILED).order_by("order").first()
+    Step.objects.filter(pk=step.pk).update(status=StepStatus.SKIPPED, finished_at=timezone.now())
+    events.record(sig, "skipped", actor=actor, step=step.name, order=step.order)
+    Signature.objects.filter(pk=sig.pk).update(result=None, finished_at=None)
+    execution.queue_run(sig, allowed=(Status.FAILED,), attempt=sig.attempts + 1, actor=actor, event="retry_queued")
+
+
+def _skip_member(member: Signature, result: Any, edge_states: dict, actor: str) -> None:
+    container = _lock(Signature(pk=member.parent_id))
+    Signature.objects.filter(pk=member.pk, status=Status.FAILED).update(
+        status=Status.SKIPPED, result=result, config={**member.config, SKIP_MARK: True}, finished_at=timezone.now()
+    )
+    events.record(member, "skipped", actor=actor, result=result)
+    if container.status == Status.FAILED:
+        Signature.objects.filter(pk=container.pk).update(status=Status.RUNNING, error=None, finished_at=None)
+        container.callbacks.filter(status=Status.SKIPPED).update(status=Status.PENDING, finished_at=None)
+        container.status = Status.RUNNING
+        events.record(container, "reopened", actor=actor, skipped=member.pk)
+    if container.kind == Kind.CHAIN:
+        _unskip(container.members.filter(status=Status.SKIPPED, position__gt=member.position))
+    else:
+        states = {**_graph_states_without(container, {member.node_key}), **edge_states}
+        _unskip(container.members.filter(status=Status.SKIPPED).exclude(pk=member.pk))
+        container.config = {**container.config, "edge_states": states}
+        Signature.objects.filter(pk=container.pk).update(config=container.config)
+    containers.roll_up(container)
+    containers.advance(container)
 
 
 @execution.retry_on_conflict
@@ -258,6 +389,8 @@ def rerun(sig: Signature, *, actor: str = "system") -> Signature:
         below = Signature.objects.filter(pk__in=ids).exclude(pk=sig.pk)
         below.update(status=Status.PENDING, progress=0, result=None, error=None, checkpoint=None, inbound={},
                      started_at=None, finished_at=None)
+        for row in Signature.objects.filter(pk__in=ids, config__has_key=SKIP_MARK).only("config"):
+            Signature.objects.filter(pk=row.pk).update(config={k: v for k, v in row.config.items() if k != SKIP_MARK})
         for container in below.filter(kind__in=CONTAINERS) | Signature.objects.filter(pk=sig.pk, kind__in=CONTAINERS):
             Signature.objects.filter(pk=container.pk).update(
                 config={k: v for k, v in container.config.items() if k not in ("stopped", "edge_states")}

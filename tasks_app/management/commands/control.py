@@ -15,6 +15,7 @@ ACTIONS = (
     "resume",
     "interrupt",
     "retry",
+    "skip",
     "rerun",
     "restore",
     "delete",
@@ -32,7 +33,10 @@ class Command(BaseCommand):
   pause      hold queued work, stop running work at its next checkpoint
   resume     continue paused or interrupted work from its checkpoint
   interrupt  stop hard: kill running work, drop queued jobs (no callbacks fire)
-  retry      run a failed or interrupted task again (a container: its failed members)
+  retry      run a failed or interrupted task again from its failed step (a container: its failed
+             members); --from-start redoes completed steps, --kwargs JSON replaces its arguments
+  skip       go on past a failure: a task's failed step, or a failed member of a chain or graph
+             (its container goes on as if it had returned --result JSON, default null)
   rerun      run a finished task again from scratch
   delete     mark for deletion (restorable for --ttl seconds; running work continues)
   restore    undo a delete within its window
@@ -52,6 +56,9 @@ Exit status: 0 done, 1 bad input or refused cancel, 2 the task's status forbids 
         parser.add_argument("--yes", action="store_true", help="cancel: confirm deleting the whole tree.")
         parser.add_argument("--comment", default="", help="approve / reject: a comment for the record.")
         parser.add_argument("--priority", choices=Priority.values, help="priority: the new priority.")
+        parser.add_argument("--kwargs", default=None, help="retry: new arguments of the task, a JSON object.")
+        parser.add_argument("--from-start", action="store_true", help="retry: redo the completed steps too.")
+        parser.add_argument("--result", default=None, help="skip: the member's substitute result, as JSON.")
 
     def handle(self, *args, **options):
         action = options["action"]
@@ -80,7 +87,13 @@ Exit status: 0 done, 1 bad input or refused cancel, 2 the task's status forbids 
         return _done("interrupted", lifecycle.interrupt(sig, actor=actor))
 
     def do_retry(self, sig: Signature, options: dict, actor: str) -> str:
-        return _done("retrying", lifecycle.retry(sig, actor=actor))
+        kwargs = None if options["kwargs"] is None else cli.parse_json(options["kwargs"], "--kwargs")
+        sig = lifecycle.retry(sig, kwargs=kwargs, from_start=options["from_start"], actor=actor)
+        return _done("retrying" + (" from the start" if options["from_start"] else ""), sig)
+
+    def do_skip(self, sig: Signature, options: dict, actor: str) -> str:
+        result = None if options["result"] is None else cli.parse_json(options["result"], "--result")
+        return _done("skipped the failure of", lifecycle.skip(sig, result=result, actor=actor))
 
     def do_rerun(self, sig: Signature, options: dict, actor: str) -> str:
         return _done("rerunning", lifecycle.rerun(sig, actor=actor))
