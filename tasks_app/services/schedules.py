@@ -132,6 +132,15 @@ def _check_spec(data: dict) -> None:
     specs.validate(data.get("spec"), path="spec")
 
 
+def field_errors(exc: SpecError) -> dict[str, str]:
+    """A form's view of the errors: a path inside the spec (``spec.steps[1].task``) is the spec field's."""
+    found: dict[str, str] = {}
+    for path, problem in exc.errors.items():
+        field = path.split(".")[0].split("[")[0]
+        found.setdefault(field, problem if field == path else f"{path}: {problem}")
+    return found
+
+
 # Clock ----------------------------------------------------------------------------------------
 
 
