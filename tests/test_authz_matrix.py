@@ -25,7 +25,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from orchestrator_site.asgi import application
-from tasks_app.models import GraphDefinition, Notification, Signature
+from tasks_app.models import GraphDefinition, Notification, Schedule, Signature
 from tasks_app.routing import websocket_urlpatterns
 from tests.api_helpers import ECHO, make
 from tests.conftest import PASSWORD
@@ -96,7 +96,7 @@ def admin_view(route: str, method: str, path: str, staff: Answer, superuser: Ans
 
 
 TASK = "/api/tasks/{task}/"
-GRAPH = {"kind": "graph", "nodes": {"a": ECHO, "b": {"task": "examples.noop"}}, "edges": [{"from": "a", "to": "b"}]}
+SCHEDULE = "/api/schedules/{schedule}/"
 API = [
     per_user("api:task-list", "GET", "/api/tasks/", 200),
     per_user("api:task-list", "POST", "/api/tasks/", 201, {**ECHO, "run": False}),
@@ -118,6 +118,15 @@ API = [
     own("api:task-progress", "GET", TASK + "progress", 200),
     own("api:task-logs", "GET", TASK + "logs", 200),
     own("api:task-events", "GET", TASK + "events", 200),
+    per_user("api:schedule-list", "GET", "/api/schedules/", 200),
+    per_user("api:schedule-list", "POST", "/api/schedules/", 201, {"name": "n", "spec": ECHO, "interval": 60}),
+    own("api:schedule-detail", "GET", SCHEDULE, 200),
+    own("api:schedule-detail", "PATCH", SCHEDULE, 200, {"name": "renamed"}),
+    own("api:schedule-detail", "DELETE", SCHEDULE, 204),
+    own("api:schedule-pause", "POST", SCHEDULE + "pause", 200),
+    own("api:schedule-resume", "POST", SCHEDULE + "resume", 200),
+    own("api:schedule-run", "POST", SCHEDULE + "run", 201),
+    own("api:schedule-runs", "GET", SCHEDULE + "runs", 200),
     per_user("api:registry", "GET", "/api/registry/", 200),
     per_user("api:graph-templates", "GET", "/api/graph-templates/", 200),
     per_user("api:metrics", "GET", "/api/metrics/", 200),
@@ -156,6 +165,9 @@ PAGES = [
     own_definition("graph_edit", "GET", "/graphs/{graph}/edit/", 200),
     own_definition("graph_run", "POST", "/graphs/{graph}/run/", to("/tasks/")),
     own_definition("graph_delete", "POST", "/graphs/{graph}/delete/", to("/graphs/")),
+    page("schedule_list", "GET", "/schedules/", 200),
+    own_page("schedule_edit", "GET", "/schedules/{schedule}/edit/", 200),
+    own_page("schedule_action", "POST", "/schedules/{schedule}/pause/", to("/schedules/")),
     page("notification_list", "GET", "/notifications/", 200),
     page("notification_bell", "GET", "/notifications/bell/", 200),
     page("notification_read", "POST", "/notifications/read/", to("/notifications/"), {"all": "yes"}),
@@ -271,8 +283,10 @@ def world(db, owner, colleague, staff) -> World:
     swarm = make(owner, {"kind": "swarm", "closed": False, "tasks": [ECHO]})
     note = Notification.objects.create(owner=owner, event="task_started", title="hi", deliveries={"in_app": "sent"})
     graph = GraphDefinition.objects.create(owner=owner, name="a graph", spec=GRAPH)
+    schedule = Schedule.objects.create(owner=owner, name="a schedule", spec=ECHO, interval=3600)
     users = {"owner": owner, "other": colleague, "staff": staff, "superuser": superuser, "anon": None}
-    ids = {"task": task.pk, "swarm": swarm.pk, "notification": note.pk, "graph": graph.pk, "owner": owner.pk}
+    ids = {"task": task.pk, "swarm": swarm.pk, "notification": note.pk, "graph": graph.pk, "owner": owner.pk,
+           "schedule": schedule.pk}
     return World(users, ids)
 
 
@@ -289,10 +303,12 @@ def owners_state(world: World) -> list[tuple]:
     sigs = Signature.objects.filter(owner=owner).order_by("pk")
     notes = Notification.objects.filter(owner=owner).order_by("pk")
     graphs = GraphDefinition.objects.filter(owner=owner).order_by("pk")
+    owned_schedules = Schedule.objects.filter(owner=owner).order_by("pk")
     return [
         *sigs.values_list("pk", "status", "name", "priority", "delete_after", "config"),
         *notes.values_list("pk", "read_at"),
         *graphs.values_list("pk", "name", "spec"),
+        *owned_schedules.values_list("pk", "name", "paused"),
     ]
 
 
