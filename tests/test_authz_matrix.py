@@ -96,6 +96,7 @@ def admin_view(route: str, method: str, path: str, staff: Answer, superuser: Ans
 
 
 TASK = "/api/tasks/{task}/"
+GRAPH = {"kind": "graph", "nodes": {"a": ECHO, "b": {"task": "examples.noop"}}, "edges": [{"from": "a", "to": "b"}]}
 SCHEDULE = "/api/schedules/{schedule}/"
 API = [
     per_user("api:task-list", "GET", "/api/tasks/", 200),
