@@ -1,6 +1,6 @@
 """A Python canvas over specs: compose workflows in code and run them from any Django code.
 
-    from tasks_app.canvas import sign, chain, swarm, graph
+    from tasks_app.canvas import sign, chain, swarm, graph, workflow
 
     flow = chain([sign("examples.add", a=1, b=2), sign("examples.double")]).on_success(sign("examples.echo"))
     handle = flow.run(owner=user)          # validated, stored, started
@@ -9,6 +9,9 @@
     batch = swarm([], max_concurrency=5, closed=False).run(owner=user)
     batch.add_tasks([sign("examples.echo", value=i) for i in range(100)])
     batch.close()
+
+    flow.save_as("add-and-double", owner=user)                      # a saved workflow, version 1
+    swarm([workflow("add-and-double", a=i) for i in range(3)]).run(owner=user)
 
 From async code (an async view, a Channels consumer) the same canvas is awaited; the ORM and the
 services run off the event loop, so the caller needs no ``sync_to_async``:
@@ -42,8 +45,8 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from .models import TERMINAL, Signature, Status
-from .services import execution, lifecycle, swarms
+from .models import TERMINAL, SavedWorkflow, Signature, Status
+from .services import execution, lifecycle, swarms, workflows
 
 T = TypeVar("T")
 
@@ -99,6 +102,12 @@ class Spec:
         """Store without starting (``run: false``)."""
         return Handle(execution.submit(self.spec(), owner=owner, run=False, actor=owner.get_username()))
 
+    def save_as(self, name: str, *, owner, description: str = "") -> SavedWorkflow:
+        """Save this spec as the next version of a named workflow, for ``workflow(name)`` anywhere."""
+        saved, _ = workflows.save(owner=owner, name=name, spec=self.spec(), description=description,
+                                  actor=owner.get_username())
+        return saved
+
     async def arun(self, *, owner, idempotency_key: str | None = None) -> AsyncHandle:
         """``run`` from async code; ``owner`` may be an async view's lazy ``request.user``."""
         handle = await _in_sync(self.run, owner=owner, idempotency_key=idempotency_key)
@@ -144,6 +153,12 @@ def swarm(tasks: list[Spec | dict], *, max_concurrency: int = 10, stop_after_n_f
 def graph(nodes: dict[str, Spec | dict], edges: list[dict], **kwargs: Any) -> Spec:
     """``edges``: ``{"from": a, "to": b, "when": condition}`` (see ``edge``)."""
     return Spec({"kind": "graph", "nodes": dict(nodes), "edges": list(edges), "kwargs": kwargs})
+
+
+def workflow(name: str, *, version: int | None = None, **kwargs: Any) -> Spec:
+    """A saved workflow as a node (its latest version unless pinned); ``kwargs`` reach every member
+    that accepts them, as a chain's do. Resolved when the spec is run."""
+    return Spec({"workflow": name, **({"version": version} if version is not None else {}), "kwargs": kwargs})
 
 
 def edge(source: str, target: str, when: dict | None = None) -> dict:

@@ -118,9 +118,9 @@ class SignatureListSerializer(serializers.ModelSerializer):
             "finished_at",
             "members_count",
             "deletion",
-        ]
             "schedule",
             "scheduled_for",
+        ]
         read_only_fields = fields
 
 
@@ -147,6 +147,9 @@ class SignatureDetailSerializer(serializers.ModelSerializer):
     member_counts = serializers.SerializerMethodField(help_text="Members by status (containers).")
     callbacks = serializers.SerializerMethodField()
     runs = serializers.SerializerMethodField(help_text="Executions of a task: attempts and continuations.")
+    workflow = serializers.SerializerMethodField(
+        help_text="The saved workflow this signature was built from ({name, version}), resolved at submit; else null."
+    )
     approval = serializers.SerializerMethodField(help_text="The approval waiting for a decision, if any.")
     config = serializers.SerializerMethodField(
         help_text="Container settings: max_concurrency, closed, stopped, stop_after_n_failures, max_tasks, "
@@ -184,6 +187,7 @@ class SignatureDetailSerializer(serializers.ModelSerializer):
             "children_count",
             "member_counts",
             "callbacks",
+            "workflow",
             "runs",
             "approval",
             "config",
@@ -192,11 +196,11 @@ class SignatureDetailSerializer(serializers.ModelSerializer):
             "owner",
             "idempotency_key",
             "deletion",
+            "schedule",
+            "scheduled_for",
         ]
         read_only_fields = fields
 
-            "schedule",
-            "scheduled_for",
     @extend_schema_field(serializers.FloatField())
     def get_progress(self, sig: Signature) -> float:
         return round(task_progress.overall_percent(sig), 1)
@@ -237,6 +241,11 @@ class SignatureDetailSerializer(serializers.ModelSerializer):
     @extend_schema_field({"type": "object", "additionalProperties": True, "nullable": True})
     def get_config(self, sig: Signature) -> dict | None:
         return sig.config if sig.is_container else None
+
+    @extend_schema_field({"type": "object", "nullable": True, "properties": {
+        "name": {"type": "string"}, "version": {"type": "integer"}}})
+    def get_workflow(self, sig: Signature) -> dict | None:
+        return (sig.spec or {}).get("saved_workflow") if "spec" not in sig.get_deferred_fields() else None
 
 
 # Request bodies --------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DynamicRoute, SimpleRouter
 
-from . import live, schedules, token, views, workers
+from . import live, schedules, token, views, workers, workflows
 
 app_name = "api"
 
@@ -22,6 +22,7 @@ class Router(SimpleRouter):
 router = Router()
 router.register("tasks", views.TaskViewSet, basename="task")
 router.register("schedules", schedules.ScheduleViewSet, basename="schedule")
+router.register("workflows", workflows.SavedWorkflowViewSet, basename="workflow")
 
 urlpatterns = [
     *router.urls,

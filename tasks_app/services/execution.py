@@ -64,7 +64,7 @@ def retry_on_conflict(fn: Callable) -> Callable:
 def submit(raw_spec: Any, *, owner, run: bool = True, idempotency_key: str | None = None,
            actor: str = "system") -> Signature:
     """Validate a spec, write its tree and (by default) start it."""
-    spec = specs.validate(raw_spec)
+    spec = specs.validate(raw_spec, owner=owner)  # the owner's saved workflows resolve now
     with transaction.atomic():
         if idempotency_key:
             existing = Signature.objects.filter(owner=owner, idempotency_key=idempotency_key).first()

@@ -9,16 +9,17 @@ from . import execution, specs
 from .errors import SpecError
 
 
-def check(raw: Any) -> dict:
-    """The normalised spec of a graph, or ``SpecError`` naming every bad field by its path."""
+def check(raw: Any, owner=None) -> dict:
+    """The normalised spec of a graph, or ``SpecError`` naming every bad field by its path; ``owner``
+    resolves the saved workflows its nodes use."""
     if not isinstance(raw, dict) or raw.get("kind") != Kind.GRAPH:
         raise SpecError({"kind": "the editor saves graphs: the spec needs \"kind\": \"graph\""})
-    return specs.validate(raw)
+    return specs.validate(raw, owner=owner)
 
 
 def save(*, owner, name: str, spec: Any, definition: GraphDefinition | None = None) -> GraphDefinition:
     """Create or update a definition; the spec is validated first and stored as written."""
-    check(spec)
+    check(spec, owner)
     name = name.strip()
     if not name or len(name) > 200:
         raise SpecError({"name": "give the graph a name of 1 to 200 characters"})
@@ -50,7 +51,7 @@ def _trimmed(spec: dict) -> dict:
     """A stored (normalised) spec without the defaults the validator filled in."""
     defaults = {"priority": None, "category": "", "tags": [], "on_success": [], "on_error": [], "on_finish": [],
                 "task_on_finish": [], "retries": 0, "retry_backoff": 1.0, "timeout": None, "name": "", "kwargs": {}}
-    out = {k: v for k, v in spec.items() if not (k in defaults and v == defaults[k])}
+    out = {k: v for k, v in spec.items() if not (k in defaults and v == defaults[k]) and k != "saved_workflow"}
     if out.get("kind") == Kind.TASK:
         out.pop("kind")
     for key in ("on_success", "on_error", "on_finish", "steps", "tasks", "task_on_success", "task_on_error",

@@ -19,6 +19,8 @@ from .errors import PayloadTooLarge, SpecError
 COMMON = {"kind", "name", "priority", "category", "tags", "kwargs", "on_success", "on_error", "on_finish",
           "retries", "retry_backoff", "timeout"}
 CALLBACKS = {"on_success": CallbackOn.SUCCESS, "on_error": CallbackOn.ERROR, "on_finish": CallbackOn.FINISH}
+# A saved workflow used as a node: ``{"workflow": NAME, "kwargs": {...}}``, optionally pinned to a version.
+REFERENCE = (COMMON - {"kind"}) | {"workflow", "version"}
 FIELDS = {
     Kind.TASK: COMMON | {"task"},
     Kind.CHAIN: COMMON | {"steps"},
@@ -60,12 +62,22 @@ def expanded_too_large(size: int) -> PayloadTooLarge:
 
 
 class _Validator:
-    """Validates one spec tree; ``expanded`` counts the kwargs bytes its rows will store, without building them."""
+    """Validates one spec tree; ``expanded`` counts the kwargs bytes its rows will store, without building them.
 
-    def __init__(self, expanded: int = 0) -> None:
+    ``owner``: whose saved workflows the references name (without one they are checked, not resolved:
+    such a spec cannot be built). ``saving``: the name of the saved workflow being validated (it may not
+    contain itself). ``parameters_later``: arguments a task requires may be missing (a saved workflow
+    leaves them to its references)."""
+
+    def __init__(self, expanded: int = 0, *, owner=None, saving: str | None = None,
+                 parameters_later: bool = False) -> None:
         self.errors: dict[str, str] = {}
         self.expanded = expanded
         self._item_sizes: dict[tuple[str, int], int] = {}
+        self.owner = owner
+        self.expanding: list[str] = [saving] if saving else []
+        self.parameters_later = parameters_later
+        self._saved: dict[tuple[str, int | None], Any] = {}
 
     def error(self, path: str, message: str) -> None:
         self.errors.setdefault(path or "spec", message)
@@ -77,6 +89,8 @@ class _Validator:
         if depth > MAX_DEPTH:
             self.error(path, f"nesting deeper than {MAX_DEPTH} levels")
             return {}
+        if "workflow" in raw:
+            return self.reference(raw, path, depth, inherited)
         kind = raw.get("kind", Kind.TASK)
         if not isinstance(kind, str) or kind not in FIELDS:  # keyed by every Kind (Kind.values: a new list per call)
             self.error(_join(path, "kind"), f"unknown kind {kind!r}; use one of {', '.join(Kind.values)}")
@@ -129,7 +143,8 @@ class _Validator:
         own = raw.get("kwargs") if isinstance(raw.get("kwargs"), dict) else {}
         out["kwargs"] = {k: v for k, v in out["kwargs"].items() if k in own or taskdef.accepts(k)}
         for arg, problem in taskdef.check_kwargs(out["kwargs"]).items():
-            self.error(_join(path, f"kwargs.{arg}"), problem)
+            if not (self.parameters_later and arg not in out["kwargs"]):  # missing, and given by the reference
+                self.error(_join(path, f"kwargs.{arg}"), problem)
         out["task"] = name
         out["priority"] = out["priority"] or taskdef.priority
         out["category"] = out["category"] or taskdef.category
@@ -178,6 +193,57 @@ class _Validator:
         from .graphs import validate_graph
 
         validate_graph(self, raw, path, depth, out)
+
+    # Saved workflows ---------------------------------------------------------------------------
+
+    def reference(self, raw: dict, path: str, depth: int, inherited: dict | None) -> dict:
+        """A saved workflow as a node: its spec, resolved now, validated where the reference stands
+        with the reference's kwargs and fields merged in (``workflows.merged``)."""
+        from . import workflows
+
+        for key in raw:
+            if key not in REFERENCE:
+                self.error(_join(path, key), "unknown field for a workflow reference")
+        saved = self.saved_workflow(raw, path)
+        if saved is None:
+            return {**UNRESOLVED, "kwargs": {}}
+        self.expanding.append(saved.name)
+        try:
+            spec = workflows.merged(saved.spec, raw)
+            if isinstance(spec, dict):
+                spec.setdefault("name", saved.name)  # its members and pages show what it is
+            out = self.spec(spec, path, depth, inherited)
+        finally:
+            self.expanding.pop()
+        if out:
+            out["saved_workflow"] = {"name": saved.name, "version": saved.version}
+        return out
+
+    def saved_workflow(self, raw: dict, path: str):
+        """The version the reference names, or None (with its error, unless there is no owner to ask)."""
+        from . import workflows
+
+        name, version, where = raw["workflow"], raw.get("version"), _join(path, "workflow")
+        if not isinstance(name, str) or not workflows.NAME.match(name):
+            self.error(where, f"must be the name of a saved workflow ({workflows.NAME_RULE})")
+            return None
+        if version is not None:
+            version = self.integer(version, _join(path, "version"), 1, 10_000_000)
+        if name in self.expanding:
+            self.error(where, f"a workflow cannot contain itself: {' → '.join([*self.expanding, name])}")
+            return None
+        if self.owner is None:
+            return None
+        if (name, version) not in self._saved:  # a swarm of 1,000 references reads it once
+            self._saved[name, version] = workflows.find(self.owner, name, version)
+        saved = self._saved[name, version]
+        if saved is None:
+            self.error(where, f"no saved workflow named {name!r}" + (f" has a version {version}" if version else ""))
+            return None
+        self.expanded += len(json.dumps(saved.spec, default=str))  # each use stores a copy in the rows it builds
+        if self.expanded > settings.ORCHESTRATOR["MAX_EXPANDED_BYTES"]:
+            raise expanded_too_large(self.expanded)
+        return saved
 
     # Scalars ----------------------------------------------------------------------------------
 
@@ -234,15 +300,22 @@ class _Validator:
         return float(raw)
 
 
+# What a reference that could not be resolved validates to (no owner to ask): build refuses it.
+UNRESOLVED = {"kind": Kind.TASK, "name": "", "priority": None, "category": "", "tags": [], "on_success": [],
+              "on_error": [], "on_finish": [], "_unresolved": True}
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def validate(raw: Any, path: str = "", inherited: dict | None = None) -> dict:
+def validate(raw: Any, path: str = "", inherited: dict | None = None, *, owner=None, saving: str | None = None,
+             parameters_later: bool = False) -> dict:
+    """The normalised spec, or SpecError naming every bad field; ``owner`` resolves saved workflows."""
     if json_depth(raw) > MAX_JSON_DEPTH:
         raise SpecError({path or "spec": f"lists and objects nest deeper than {MAX_JSON_DEPTH} levels"})
     check_size(raw, "MAX_SPEC_BYTES", "the spec")
-    validator = _Validator()
+    validator = _Validator(owner=owner, saving=saving, parameters_later=parameters_later)
     spec = validator.spec(raw, path, inherited=inherited)
     if validator.errors:
         raise SpecError(validator.errors)
@@ -250,7 +323,7 @@ def validate(raw: Any, path: str = "", inherited: dict | None = None) -> dict:
 
 
 def validate_many(raws: Any, path: str = "tasks", inherited: dict | None = None,
-                  expanded: int = 0) -> tuple[list[dict], dict[int, dict]]:
+                  expanded: int = 0, *, owner=None) -> tuple[list[dict], dict[int, dict]]:
     """Each spec of a list on its own: (valid specs with their index, errors by index).
 
     ``expanded``: kwargs bytes the caller's own rows add to the list's (per-member callbacks of a swarm);
@@ -264,7 +337,7 @@ def validate_many(raws: Any, path: str = "tasks", inherited: dict | None = None,
         raise expanded_too_large(expanded)
     valid, rejected = [], {}
     for i, raw in enumerate(raws):
-        validator = _Validator(expanded)
+        validator = _Validator(expanded, owner=owner)
         spec = validator.spec(raw, f"{path}[{i}]", inherited=inherited)
         expanded = validator.expanded
         if validator.errors:
@@ -279,6 +352,8 @@ def validate_many(raws: Any, path: str = "tasks", inherited: dict | None = None,
 
 
 def _row(spec: dict, owner, **links) -> Signature:
+    if spec.get("_unresolved"):
+        raise ValueError("a spec with workflow references validated without an owner cannot be built")
     config = {}
     if spec["kind"] == Kind.SWARM:
         config = {k: spec[k] for k in ("max_concurrency", "stop_after_n_failures", "max_tasks", "closed",

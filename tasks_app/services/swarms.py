@@ -120,7 +120,7 @@ class AddResult:
 def add_tasks(swarm: Signature, raw_specs: list, *, run: bool = True, atomic: bool = True,
               batch_size: int = 1000, actor: str = "system") -> AddResult:
     """Validate every spec first, then add them in bulk; atomic unless ``atomic=False``."""
-    valid, rejected = specs.validate_many(raw_specs, inherited=swarm.kwargs,
+    valid, rejected = specs.validate_many(raw_specs, inherited=swarm.kwargs, owner=swarm.owner,
                                           expanded=_callback_bytes(swarm) * _count(raw_specs))
     if atomic and rejected:
         raise SpecError({path: problem for errors in rejected.values() for path, problem in errors.items()})

@@ -115,7 +115,7 @@ def _save(request: HttpRequest, definition: GraphDefinition | None) -> JsonRespo
 def graph_validate(request: HttpRequest) -> JsonResponse:
     """``{"spec": ...}`` → ``{"valid": true, "errors": {}}``, or 400 with the errors by path."""
     try:
-        graph_definitions.check(_body(request).get("spec"))
+        graph_definitions.check(_body(request).get("spec"), request.user)
     except OrchestratorError as exc:
         return _errors(exc)
     return JsonResponse({"valid": True, "errors": {}})

@@ -23,6 +23,7 @@ examples:
   manage.py submit examples.sleep --kwargs '{"seconds": 5}' --wait
   manage.py submit examples.echo --kwargs '{"value": 1}' --priority high --owner alice
   manage.py submit --spec workflow.json
+  manage.py submit --workflow nightly-etl --kwargs '{"day": "2026-12-04"}'
   generate-swarm | manage.py submit --spec - --batch-size 500
 
 --wait redraws a progress bar (percent, current step, ETA) until the task ends, prints the result
@@ -43,6 +44,8 @@ This also takes swarms larger than the size limit of a single spec."""
         parser.add_argument("--priority", choices=Priority.values, help="Queue priority (default: the task's).")
         parser.add_argument("--name", default=None, help="A title for the signature.")
         parser.add_argument("--spec", default=None, metavar="FILE", help="A JSON spec file, or - for stdin.")
+        parser.add_argument("--workflow", default=None, metavar="NAME",
+                            help="A saved workflow (POST /api/workflows/), at its latest version.")
         parser.add_argument("--owner", default=None, metavar="USERNAME", help="Owner (default: the first superuser).")
         parser.add_argument("--idempotency-key", default=None, help="Return the existing signature for a repeated key.")
         parser.add_argument("--wait", action="store_true", help="Show live progress until the task ends.")
@@ -70,14 +73,16 @@ This also takes swarms larger than the size limit of a single spec."""
     # Building the spec ----------------------------------------------------------------------
 
     def build_spec(self, options: dict) -> dict:
-        if options["task"] and options["spec"]:
-            raise CommandError("give either a TASK name or --spec FILE, not both")
+        if sum(bool(options.get(key)) for key in ("task", "spec", "workflow")) > 1:
+            raise CommandError("give one of a TASK name, --spec FILE or --workflow NAME")
         if options["spec"]:
             spec = self.read_spec(options["spec"], options.get("stdin") or sys.stdin)
+        elif options.get("workflow"):
+            spec = {"workflow": options["workflow"]}
         elif options["task"]:
             spec = {"task": options["task"]}
         else:
-            raise CommandError("give a TASK name (see GET /api/registry/) or --spec FILE")
+            raise CommandError("give a TASK name (see GET /api/registry/), --spec FILE or --workflow NAME")
         if options["kwargs"] is not None:
             kwargs = cli.parse_json(options["kwargs"], "--kwargs")
             given = spec.get("kwargs")
@@ -108,8 +113,8 @@ This also takes swarms larger than the size limit of a single spec."""
         tasks = spec.get("tasks", [])
         if not isinstance(tasks, list):
             raise SpecError({"tasks": "must be a list of specs"})
-        shell = specs.validate({**spec, "tasks": [], "closed": False})
-        check_members(tasks, shell, batch_size)
+        shell = specs.validate({**spec, "tasks": [], "closed": False}, owner=owner)
+        check_members(tasks, shell, batch_size, owner)
         actor = cli.actor()
         swarm = execution.submit({**spec, "tasks": tasks[:batch_size], "closed": False}, owner=owner, actor=actor)
         screen = cli.Screen(self.stdout)
@@ -186,14 +191,14 @@ def resolve_owner(username: str | None):
     return user
 
 
-def check_members(tasks: list, shell: dict, batch_size: int) -> None:
+def check_members(tasks: list, shell: dict, batch_size: int, owner) -> None:
     """Validate every member spec before anything is written, naming each bad one by its index."""
     max_tasks = shell.get("max_tasks")
     if max_tasks is not None and len(tasks) > max_tasks:
         raise SpecError({"tasks": f"{len(tasks)} tasks exceed max_tasks={max_tasks}"})
     errors: dict[str, str] = {}
     for start in range(0, len(tasks), batch_size):
-        _, rejected = specs.validate_many(tasks[start : start + batch_size], inherited=shell["kwargs"])
+        _, rejected = specs.validate_many(tasks[start : start + batch_size], inherited=shell["kwargs"], owner=owner)
         for index, problems in rejected.items():
             for path, problem in problems.items():
                 errors[path.replace(f"tasks[{index}]", f"tasks[{start + index}]", 1)] = problem
