@@ -125,7 +125,7 @@ def test_each_tick_writes_one_run_linked_to_its_schedule(owner, clock):
     clock.shift(60)
     assert schedules.fire_due() == 1
     assert schedules.fire_due() == 0  # the tick is claimed: a second pass (another scheduler) writes nothing
-    assert schedules.fire(schedule.pk, now=utc(2026, 5, 1, 10, 1)) is False
+    assert schedules.fire(schedule.pk, now=utc(2026, 5, 1, 10, 1)) is None
 
     run = Signature.objects.get(schedule=schedule)
     assert (run.scheduled_for, run.task_name, run.owner) == (utc(2026, 5, 1, 10, 1), "examples.echo", owner)
@@ -170,6 +170,14 @@ def test_an_on_time_tick_runs_whatever_the_policy_and_the_missed_ones_before_it_
     assert [r.scheduled_for for r in schedule.runs.all()] == [utc(2026, 5, 1, 10, 5)]
     schedule.refresh_from_db()
     assert schedule.next_run_at == utc(2026, 5, 1, 10, 6)
+
+
+def test_every_tick_still_within_the_grace_period_gets_its_own_run(owner, clock, settings):
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "SCHEDULE_GRACE": 300}
+    schedule = every_minute(owner, catch_up="skip")
+    clock.shift(3 * 60 + 5)  # a slow scheduler: three ticks due, none missed
+    assert schedules.fire_due() == 3
+    assert sorted(r.scheduled_for for r in schedule.runs.all()) == [utc(2026, 5, 1, 10, m) for m in (1, 2, 3)]
 
 
 def test_pause_stops_ticks_and_resume_goes_on_from_now(owner, clock):

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from ..models import TERMINAL, CatchUp, Schedule, Signature, controls_all_tasks, sees_all_tasks
@@ -29,6 +30,7 @@ from .errors import OrchestratorError, SpecError
 
 FIELDS = ("name", "spec", "cron", "timezone", "interval", "start_at", "end_at", "max_active", "catch_up")
 MAX_INTERVAL = 366 * 86400
+MAX_TICKS_PER_PASS = 1000  # ticks of one schedule fired by one pass (on-time ones, within the grace period)
 MAX_CRON_STEPS = 1000  # ticks walked to skip repeated autumn hours before giving up on an expression
 
 
@@ -178,16 +180,6 @@ def _repeated_hour(tick: datetime, cron: str) -> bool:
     return second and not cron.split()[1].startswith("*")
 
 
-def latest_tick(schedule: Schedule, first: datetime, now: datetime) -> datetime:
-    """The last tick at or before ``now``, from ``first`` (a due tick) on."""
-    if schedule.interval:
-        step = timedelta(seconds=schedule.interval)
-        return first + ((now - first) // step) * step
-    tz = ZoneInfo(schedule.timezone)
-    prev = croniter(schedule.cron, (now + timedelta(microseconds=1)).astimezone(tz)).get_prev(datetime)
-    return max(first, prev.astimezone(UTC) if prev <= now else first)
-
-
 def grace() -> timedelta:
     return timedelta(seconds=settings.ORCHESTRATOR["SCHEDULE_GRACE"])
 
@@ -249,48 +241,54 @@ def run_now(schedule: Schedule, *, actor: str = "system") -> Signature:
 
 
 def fire_due(now: datetime | None = None) -> int:
-    """Fire every due schedule; the number of runs written. Each schedule in its own transaction."""
+    """Fire every due schedule, each due tick in its own transaction; the number of runs written."""
     now = now or timezone.now()
-    due = Schedule.objects.filter(paused=False, next_run_at__lte=now).values_list("pk", flat=True)
-    return sum(fire(pk, now=now) for pk in list(due))
+    written = 0
+    for pk in list(Schedule.objects.filter(paused=False, next_run_at__lte=now).values_list("pk", flat=True)):
+        for _ in range(MAX_TICKS_PER_PASS):
+            outcome = fire(pk, now=now)
+            if outcome is None:
+                break
+            written += outcome
+    return written
 
 
 @execution.retry_on_conflict
-def fire(schedule_id: int, *, now: datetime) -> bool:
-    """Claim this schedule's due tick and write its run (or skip it); False when nothing ran."""
+def fire(schedule_id: int, *, now: datetime) -> int | None:
+    """Claim this schedule's due tick and write its run, or pass over it: 1 or 0. None when no tick
+    was due or another scheduler claimed it first."""
     schedule = Schedule.objects.filter(pk=schedule_id, paused=False, next_run_at__lte=now).first()
     if schedule is None:
-        return False
+        return None
     tick = schedule.next_run_at
-    latest = latest_tick(schedule, tick, now)
-    run_for = _tick_to_run(schedule, tick, latest, now)
+    run_for, following = _plan(schedule, tick, now)
     with transaction.atomic():
-        following = next_tick(schedule, max(latest, now))
         if not Schedule.objects.filter(pk=schedule.pk, paused=False, next_run_at=tick).update(
             next_run_at=following, updated_at=timezone.now()
         ):
-            return False  # another scheduler claimed this tick
+            return None
         if run_for is None:
-            return False
+            return 0
         if schedule.max_active and active_runs(schedule) >= schedule.max_active:
-            Schedule.objects.filter(pk=schedule.pk).update(skipped_ticks=schedule.skipped_ticks + 1)
-            return False
+            Schedule.objects.filter(pk=schedule.pk).update(skipped_ticks=F("skipped_ticks") + 1)
+            return 0
         try:
             with transaction.atomic():
                 _submit(schedule, tick=run_for, actor="scheduler")
-        except (SpecError, OrchestratorError) as exc:
+        except OrchestratorError as exc:  # the spec no longer holds (a task or a saved workflow gone)
             Schedule.objects.filter(pk=schedule.pk).update(last_error=str(exc)[:2000])
-            return False
-    return True
+            return 0
+    return 1
 
 
-def _tick_to_run(schedule: Schedule, tick: datetime, latest: datetime, now: datetime) -> datetime | None:
-    """Which due tick gets a run. The latest one, when it is on time (within the grace period: a
-    scheduler's normal lateness); otherwise every due tick was missed (no scheduler ran): ``once``
-    runs the first of them, ``skip`` none."""
-    if now - latest <= grace():
-        return latest
-    return tick if schedule.catch_up == CatchUp.ONCE else None
+def _plan(schedule: Schedule, tick: datetime, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """(the tick to run, if any; the next tick). A tick within the grace period is on time (a scheduler's
+    normal lateness) and runs; older ones were missed while no scheduler ran: ``once`` runs the first of
+    them and ``skip`` none, and the schedule goes on from the first tick that is on time."""
+    if now - tick <= grace():
+        return tick, next_tick(schedule, tick)
+    first_on_time = next_tick(schedule, now - grace())
+    return (tick if schedule.catch_up == CatchUp.ONCE else None), first_on_time
 
 
 def active_runs(schedule: Schedule) -> int:
