@@ -132,6 +132,9 @@ API = [
     per_user("api:graph-templates", "GET", "/api/graph-templates/", 200),
     per_user("api:metrics", "GET", "/api/metrics/", 200),
     per_user("api:resume-reports", "GET", "/api/resume-reports/", 200),
+    # Workers and queues: staff only (is_staff, as the RQ dashboard); signed-in others get 403.
+    Row("api:workers", "GET", "/api/workers/", 403, 403, 200, 403),
+    Row("api:queues", "GET", "/api/queues/", 403, 403, 200, 403),
     per_user("api:notifications", "GET", "/api/notifications/", 200),
     per_user("api:notifications-read-all", "POST", "/api/notifications/read-all", 200),
     per_user("api:notification-preferences", "GET", "/api/notifications/preferences", 200),
@@ -175,6 +178,7 @@ PAGES = [
     page("notification_preferences", "GET", "/notifications/preferences/", 200),
     # Prometheus scrapes: staff sessions (or the bearer token, tests/test_prometheus.py); others 403.
     Row("prometheus_metrics", "GET", "/metrics", 403, 403, 200, 401),
+    Row("workers", "GET", "/workers/", 403, 403, 200, LOGIN),
     # Signing in and out, and password resets, are for everyone.
     public("healthz", "GET", "/healthz", 200),
     public("login", "GET", "/accounts/login/", 200),
