@@ -25,7 +25,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from orchestrator_site.asgi import application
-from tasks_app.models import GraphDefinition, Notification, Schedule, Signature
+from tasks_app.models import GraphDefinition, Notification, SavedWorkflow, Schedule, Signature
 from tasks_app.routing import websocket_urlpatterns
 from tests.api_helpers import ECHO, make
 from tests.conftest import PASSWORD
@@ -128,6 +128,11 @@ API = [
     own("api:schedule-resume", "POST", SCHEDULE + "resume", 200),
     own("api:schedule-run", "POST", SCHEDULE + "run", 201),
     own("api:schedule-runs", "GET", SCHEDULE + "runs", 200),
+    per_user("api:workflow-list", "GET", "/api/workflows/", 200),
+    per_user("api:workflow-list", "POST", "/api/workflows/", 201, {"name": "n", "spec": ECHO}),
+    # A saved workflow resolves among its owner's: nobody else, staff included, sees or deletes it.
+    own("api:workflow-detail", "GET", "/api/workflows/a-workflow/", 200),
+    own("api:workflow-detail", "DELETE", "/api/workflows/a-workflow/", 204),
     per_user("api:registry", "GET", "/api/registry/", 200),
     per_user("api:graph-templates", "GET", "/api/graph-templates/", 200),
     per_user("api:metrics", "GET", "/api/metrics/", 200),
@@ -289,6 +294,7 @@ def world(db, owner, colleague, staff) -> World:
     note = Notification.objects.create(owner=owner, event="task_started", title="hi", deliveries={"in_app": "sent"})
     graph = GraphDefinition.objects.create(owner=owner, name="a graph", spec=GRAPH)
     schedule = Schedule.objects.create(owner=owner, name="a schedule", spec=ECHO, interval=3600)
+    SavedWorkflow.objects.create(owner=owner, name="a-workflow", version=1, kind="task", spec=ECHO)
     users = {"owner": owner, "other": colleague, "staff": staff, "superuser": superuser, "anon": None}
     ids = {"task": task.pk, "swarm": swarm.pk, "notification": note.pk, "graph": graph.pk, "owner": owner.pk,
            "schedule": schedule.pk}
@@ -309,11 +315,13 @@ def owners_state(world: World) -> list[tuple]:
     notes = Notification.objects.filter(owner=owner).order_by("pk")
     graphs = GraphDefinition.objects.filter(owner=owner).order_by("pk")
     owned_schedules = Schedule.objects.filter(owner=owner).order_by("pk")
+    saved_workflows = SavedWorkflow.objects.filter(owner=owner).order_by("pk")
     return [
         *sigs.values_list("pk", "status", "name", "priority", "delete_after", "config"),
         *notes.values_list("pk", "read_at"),
         *graphs.values_list("pk", "name", "spec"),
         *owned_schedules.values_list("pk", "name", "paused"),
+        *saved_workflows.values_list("pk", "name", "version"),
     ]
 
 
