@@ -218,11 +218,11 @@ def _step_lines(steps: list[dict], current: dict) -> list[str]:
     return lines
 
 
-def eta_text(seconds: int | None) -> str:
+def eta_text(seconds: float | None) -> str:
     if seconds is None:
         return "not known yet (no earlier runs to compare with)."
     if seconds < 60:
-        return "Less than a minute remaining." if seconds < 5 else f"About {seconds} seconds remaining."
+        return "Less than a minute remaining." if seconds < 5 else f"About {round(seconds)} seconds remaining."
     minutes = round(seconds / 60)
     if minutes < 60:
         return f"About {minutes} minute{'s' if minutes != 1 else ''} remaining."
