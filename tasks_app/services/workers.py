@@ -10,6 +10,7 @@ held say what auto-resume did (resumed as a new run, gave up, or not yet).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -153,17 +154,14 @@ def _add_auto_resume(lost: list[WorkerInfo]) -> None:
 
 def _later_runs(held: list[Run]) -> dict[int, Run]:
     """The run that followed each held run of its signature (the one auto-resume queued), by held run id."""
-    if not held:
-        return {}
-    runs = Run.objects.filter(signature_id__in={r.signature_id for r in held}).order_by("signature_id", "number")
-    following: dict[int, Run] = {}
-    by_signature: dict[int, list[Run]] = {}
-    for run in runs:
-        by_signature.setdefault(run.signature_id, []).append(run)
+    runs_of: dict[int, list[Run]] = defaultdict(list)
+    for run in Run.objects.filter(signature_id__in={r.signature_id for r in held}).order_by("number"):
+        runs_of[run.signature_id].append(run)
+    following = {}
     for run in held:
-        following_runs = [r for r in by_signature.get(run.signature_id, []) if r.number > run.number]
-        if following_runs:
-            following[run.pk] = following_runs[0]
+        after = next((r for r in runs_of[run.signature_id] if r.number > run.number), None)
+        if after is not None:
+            following[run.pk] = after
     return following
 
 
