@@ -670,7 +670,7 @@ class ScheduleForm(forms.ModelForm):
         data = super().clean()
         if not self.errors:
             try:
-                schedules.validate({k: v for k, v in data.items() if k != "owner"})
+                schedules.validate({k: v for k, v in data.items() if k != "owner"}, owner=data["owner"])
             except SpecError as exc:
                 for field, problem in schedules.field_errors(exc).items():
                     self.add_error(field if field in self.fields else None, problem)

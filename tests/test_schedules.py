@@ -98,9 +98,9 @@ def test_a_cron_waits_for_its_start_date():
     ({"interval": 60, "spec": {"task": "no.such.task"}}, "spec.task"),
     ({"interval": 60, "name": ""}, "name"),
 ])
-def test_bad_fields_are_named(data, field):
+def test_bad_fields_are_named(owner, data, field):
     with pytest.raises(SpecError) as caught:
-        schedules.validate({"name": "s", "spec": ECHO, **data})
+        schedules.validate({"name": "s", "spec": ECHO, **data}, owner=owner)
     assert field in caught.value.errors
 
 
@@ -215,3 +215,18 @@ def test_a_spec_no_longer_valid_moves_the_tick_and_says_why(owner, clock):
     schedule.refresh_from_db()
     assert "no.such.task" in schedule.last_error
     assert schedule.next_run_at == utc(2026, 5, 1, 10, 2)
+
+
+def test_a_saved_workflow_runs_at_its_newest_version_and_must_exist(owner, colleague, clock):
+    from tasks_app.services import workflows
+
+    workflows.save(owner=owner, name="nightly", spec={"task": "examples.echo", "kwargs": {"value": 1}})
+    schedule = every_minute(owner, spec={"workflow": "nightly"})
+    workflows.save(owner=owner, name="nightly", spec={"task": "examples.echo", "kwargs": {"value": 2}})
+    clock.shift(60)
+    assert schedules.fire_due() == 1
+    assert schedule.runs.get().kwargs == {"value": 2}
+
+    with pytest.raises(SpecError) as caught:  # another user's saved workflow is not theirs to name
+        every_minute(colleague, spec={"workflow": "nightly"})
+    assert "spec.workflow" in caught.value.errors

@@ -71,8 +71,9 @@ def check_cron(expr: Any, tz: ZoneInfo) -> str:
     return expr.strip()
 
 
-def validate(data: dict, *, current: Schedule | None = None) -> dict:
-    """A whole schedule's fields, ``data`` over ``current``'s: normalised, or SpecError naming each field."""
+def validate(data: dict, *, owner, current: Schedule | None = None) -> dict:
+    """A whole schedule's fields, ``data`` over ``current``'s: normalised, or SpecError naming each field.
+    The spec is checked as ``owner`` submitting it would be (their saved workflows resolve)."""
     merged = {f: getattr(current, f) for f in FIELDS} if current else {}
     merged.update({k: v for k, v in data.items() if k in FIELDS})
     if not merged.get("timezone"):
@@ -82,7 +83,7 @@ def validate(data: dict, *, current: Schedule | None = None) -> dict:
     errors: dict[str, str] = {}
     for check in (_check_name, _check_clock, _check_window, _check_limits, _check_spec):
         try:
-            check(merged)
+            check(merged, owner)
         except SpecError as exc:
             for field, problem in exc.errors.items():
                 errors.setdefault(field, problem)
@@ -91,14 +92,14 @@ def validate(data: dict, *, current: Schedule | None = None) -> dict:
     return merged
 
 
-def _check_name(data: dict) -> None:
+def _check_name(data: dict, owner) -> None:
     name = data.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise SpecError({"name": "required, at most 200 characters"})
     data["name"] = name.strip()
 
 
-def _check_clock(data: dict) -> None:
+def _check_clock(data: dict, owner) -> None:
     cron, interval = data.get("cron") or "", data.get("interval")
     tz = zone(data["timezone"])
     if bool(cron) == (interval is not None):
@@ -111,7 +112,7 @@ def _check_clock(data: dict) -> None:
     data["cron"] = ""
 
 
-def _check_window(data: dict) -> None:
+def _check_window(data: dict, owner) -> None:
     for field in ("start_at", "end_at"):
         value = data.get(field)
         if value is not None and (not isinstance(value, datetime) or timezone.is_naive(value)):
@@ -120,7 +121,7 @@ def _check_window(data: dict) -> None:
         raise SpecError({"end_at": "must be after start_at"})
 
 
-def _check_limits(data: dict) -> None:
+def _check_limits(data: dict, owner) -> None:
     max_active = data.get("max_active")
     if max_active is not None and (isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1):
         raise SpecError({"max_active": "must be a whole number of at least 1, or null for no limit"})
@@ -128,10 +129,10 @@ def _check_limits(data: dict) -> None:
         raise SpecError({"catch_up": f"must be one of {', '.join(CatchUp.values)}"})
 
 
-def _check_spec(data: dict) -> None:
+def _check_spec(data: dict, owner) -> None:
     """The spec is checked as a submission would be, and stored as given: a saved workflow it names is
     read at each run, so its newest version runs."""
-    specs.validate(data.get("spec"), path="spec")
+    specs.validate(data.get("spec"), path="spec", owner=owner)
 
 
 def field_errors(exc: SpecError) -> dict[str, str]:
@@ -188,7 +189,7 @@ def grace() -> timedelta:
 
 
 def create(data: dict, *, owner, actor: str = "system") -> Schedule:
-    fields = validate(data)
+    fields = validate(data, owner=owner)
     with transaction.atomic():
         schedule = Schedule.objects.create(owner=owner, **fields)
         schedule.next_run_at = next_tick(schedule, timezone.now())
@@ -198,7 +199,7 @@ def create(data: dict, *, owner, actor: str = "system") -> Schedule:
 
 def update(schedule: Schedule, data: dict, *, actor: str = "system") -> Schedule:
     """Edit any field; the next run is computed again from now (a paused schedule stays paused)."""
-    fields = validate(data, current=schedule)
+    fields = validate(data, owner=schedule.owner, current=schedule)
     with transaction.atomic():
         schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
         for field, value in fields.items():

@@ -43,6 +43,10 @@ class ScheduleForm(forms.Form):
                                     help_text="Skip a tick while this many runs are still active.")
     catch_up = forms.ChoiceField(choices=CatchUp.choices, initial=CatchUp.SKIP, label="Missed ticks")
 
+    def __init__(self, *args, owner, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.owner = owner  # whose saved workflows the spec may name
+
     def clean(self) -> dict:
         data = super().clean()
         if self.errors:
@@ -53,7 +57,7 @@ class ScheduleForm(forms.Form):
             for field in ("start_at", "end_at"):
                 if data.get(field):
                     data[field] = timezone.make_aware(timezone.make_naive(data[field]), zone)
-            self.fields_data = schedules.validate(data)
+            self.fields_data = schedules.validate(data, owner=self.owner)
         except SpecError as exc:
             for field, problem in schedules.field_errors(exc).items():
                 self.add_error(field if field in self.fields else None, problem)
@@ -66,7 +70,7 @@ class ScheduleForm(forms.Form):
         for field in ("start_at", "end_at"):
             if initial[field]:
                 initial[field] = timezone.make_naive(initial[field], zone).strftime("%Y-%m-%dT%H:%M")
-        return cls(initial=initial)
+        return cls(initial=initial, owner=schedule.owner)
 
 
 def _controllable(request: HttpRequest, pk: int) -> Schedule:
@@ -87,7 +91,7 @@ def _rows(request: HttpRequest):
 @require_http_methods(["GET", "POST"])
 def schedule_list(request: HttpRequest) -> HttpResponse:
     """The list; POST creates a schedule from the form below it."""
-    form = ScheduleForm(request.POST or None)
+    form = ScheduleForm(request.POST or None, owner=request.user)
     if request.method == "POST" and form.is_valid():
         schedule = schedules.create(form.fields_data, owner=request.user, actor=actor(request))
         messages.success(request, f"Schedule “{schedule.name}” created.")
@@ -102,7 +106,7 @@ def schedule_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def schedule_edit(request: HttpRequest, pk: int) -> HttpResponse:
     schedule = _controllable(request, pk)
-    form = ScheduleForm(request.POST) if request.method == "POST" else ScheduleForm.of(schedule)
+    form = ScheduleForm(request.POST, owner=schedule.owner) if request.method == "POST" else ScheduleForm.of(schedule)
     if request.method == "POST" and form.is_valid():
         schedules.update(schedule, form.fields_data, actor=actor(request))
         messages.success(request, f"Schedule “{schedule.name}” saved.")
