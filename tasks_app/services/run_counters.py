@@ -5,7 +5,9 @@ worker would see a slice). Each scrape reads only the runs that started or ended
 scrape: everything before a watermark is folded once into a rollup kept in Redis (one JSON value per
 database), and the runs of the last ``SETTLE`` seconds are added on top of it without being folded,
 because a run's end commits a moment after its ``finished_at`` is taken and the hosts' clocks differ
-a little. The first scrape, or the first after Redis lost the rollup, reads every run once.
+a little. The first scrape, or the first after Redis lost the rollup, reads every run once. The
+database groups the runs (by task, outcome and bucket), so a scrape handles a few rows per task,
+not one per run.
 
 Several web servers scrape side by side: the rollup is written under WATCH, so a fold lands once;
 a scrape whose write lost the race still answers its own sum, which is as right as the winner's.
@@ -20,18 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from bisect import bisect_left
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connections
-from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import WatchError
 
-from ..models import RUN_ACTIVE, Run, RunStatus
+from ..models import RUN_ACTIVE, Run, RunStatus, Signature
 from . import transport
 
 SETTLE = timedelta(seconds=60)
@@ -41,7 +40,6 @@ DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 OUTCOMES = tuple(status for status in RunStatus.values if status not in RUN_ACTIVE)
 TIMED = (RunStatus.COMPLETED, RunStatus.FAILED)  # the runs whose duration is the task's own
-CHUNK = 5_000
 
 
 @dataclass
@@ -51,9 +49,9 @@ class Histogram:
     counts: list[int]
     sum: float = 0.0
 
-    def observe(self, bounds: tuple[float, ...], value: float) -> None:
-        self.counts[bisect_left(bounds, value)] += 1
-        self.sum += value
+    @classmethod
+    def empty(cls, bounds: tuple[float, ...]) -> Histogram:
+        return cls([0] * (len(bounds) + 1))
 
     def add(self, other: Histogram) -> None:
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
@@ -77,17 +75,21 @@ class Tally:
     duration: dict[str, Histogram] = field(default_factory=dict)
     wait: dict[str, Histogram] = field(default_factory=dict)
 
-    def count_start(self, label: str, waited: float) -> None:
-        self.started[label] = self.started.get(label, 0) + 1
-        self.wait.setdefault(label, Histogram([0] * (len(WAIT_BUCKETS) + 1))).observe(WAIT_BUCKETS, waited)
+    def count_starts(self, label: str, bucket: int, n: int, seconds: float) -> None:
+        """``n`` runs started after waiting ``seconds`` in all, in the wait bucket ``bucket``."""
+        self.started[label] = self.started.get(label, 0) + n
+        histogram = self.wait.setdefault(label, Histogram.empty(WAIT_BUCKETS))
+        histogram.counts[bucket] += n
+        histogram.sum += seconds
 
-    def count_end(self, label: str, outcome: str, seconds: float | None) -> None:
+    def count_ends(self, label: str, outcome: str, bucket: int | None, n: int, seconds: float) -> None:
+        """``n`` runs ended with ``outcome``; in the duration bucket ``bucket`` unless it is None."""
         by_outcome = self.finished.setdefault(label, {})
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
-        if seconds is not None and outcome in TIMED:
-            self.duration.setdefault(label, Histogram([0] * (len(DURATION_BUCKETS) + 1))).observe(
-                DURATION_BUCKETS, seconds
-            )
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+        if bucket is not None:
+            histogram = self.duration.setdefault(label, Histogram.empty(DURATION_BUCKETS))
+            histogram.counts[bucket] += n
+            histogram.sum += seconds
 
     def add(self, other: Tally) -> Tally:
         """Both added up, as a new tally."""
@@ -101,7 +103,7 @@ class Tally:
         for mine, theirs, bounds in ((total.duration, other.duration, DURATION_BUCKETS),
                                      (total.wait, other.wait, WAIT_BUCKETS)):
             for label, histogram in theirs.items():
-                mine.setdefault(label, Histogram([0] * (len(bounds) + 1))).add(histogram)
+                mine.setdefault(label, Histogram.empty(bounds)).add(histogram)
         return total
 
     def labels(self) -> list[str]:
@@ -166,7 +168,7 @@ def totals(now: datetime | None = None) -> Tally:
     with conn.pipeline() as pipe:
         pipe.watch(key())
         rollup = Rollup.loads(pipe.get(key()))
-        recent = fold(rollup, run_rows(rollup.watermark), until)
+        recent = fold(rollup, until)
         if rollup.watermark is None or until > rollup.watermark:
             rollup.watermark = until
             pipe.multi()
@@ -178,31 +180,82 @@ def totals(now: datetime | None = None) -> Tally:
     return rollup.tally.add(recent)
 
 
-def fold(rollup: Rollup, rows: Iterable[tuple], until: datetime) -> Tally:
-    """Count each row's start and end that the rollup has not seen: before ``until`` into the
+def fold(rollup: Rollup, until: datetime) -> Tally:
+    """Count the run starts and ends the rollup has not seen: those before ``until`` into the
     rollup, later ones into the tally returned (counted for this scrape only)."""
-    since, recent = rollup.watermark, Tally()
-    for task, status, queued_at, not_before, started_at, finished_at in rows:
-        label = rollup.label(task)
-        if started_at is not None and (since is None or started_at >= since):
-            due = max(queued_at, not_before) if not_before else queued_at
-            tally = rollup.tally if started_at < until else recent
-            tally.count_start(label, max(0.0, (started_at - due).total_seconds()))
-        if finished_at is not None and (since is None or finished_at >= since):
-            seconds = (finished_at - started_at).total_seconds() if started_at else None
-            tally = rollup.tally if finished_at < until else recent
-            tally.count_end(label, status, seconds)
+    recent = Tally()
+    for task, later, index, n, seconds in started_groups(rollup.watermark, until):
+        (recent if later else rollup.tally).count_starts(rollup.label(task), index, n, float(seconds or 0))
+    for task, status, later, index, n, seconds in ended_groups(rollup.watermark, until):
+        tally = recent if later else rollup.tally
+        tally.count_ends(rollup.label(task), status, None if index < 0 else index, n, float(seconds or 0))
     return recent
 
 
-def run_rows(since: datetime | None) -> Iterable[tuple]:
-    """The runs that started or ended at ``since`` or later (every started or ended run without it).
+# The two grouping queries are written as SQL: built with Django's Case and When (a bucket per
+# bound, over an annotation the compiler copies into every branch), compiling one took 60-90 ms,
+# more than running it. Only the subtraction of two times differs between the two databases;
+# SQLite's julianday() is exact to a tenth of a millisecond.
+SECONDS = {
+    "sqlite": "((julianday({end}) - julianday({start})) * 86400.0)",
+    "postgresql": "EXTRACT(EPOCH FROM ({end} - {start}))",
+}
+LARGER = {"sqlite": "MAX", "postgresql": "GREATEST"}
 
-    With indexes on ``Run.started_at`` and ``Run.finished_at`` this reads only the last scrape
-    interval's runs; without them, one pass over the run table."""
-    if since is None:
-        runs = Run.objects.filter(Q(started_at__isnull=False) | Q(finished_at__isnull=False))
-    else:
-        runs = Run.objects.filter(Q(started_at__gte=since) | Q(finished_at__gte=since))
-    fields = ("signature__task_name", "status", "queued_at", "not_before", "started_at", "finished_at")
-    return runs.order_by().values_list(*fields).iterator(chunk_size=CHUNK)
+STARTED_SQL = """
+SELECT sig.task_name, r.later, {bucket} AS b, COUNT(*), SUM(r.secs)
+FROM (SELECT signature_id, CASE WHEN started_at >= %s THEN 1 ELSE 0 END AS later,
+             {larger}({seconds}, 0.0) AS secs
+      FROM {run} WHERE {since}) r
+JOIN {signature} sig ON sig.{pk} = r.signature_id
+GROUP BY sig.task_name, r.later, b
+ORDER BY sig.task_name, r.later, b
+"""
+
+ENDED_SQL = """
+SELECT sig.task_name, r.status, r.later, {bucket} AS b, COUNT(*), SUM(r.secs)
+FROM (SELECT signature_id, status, CASE WHEN finished_at >= %s THEN 1 ELSE 0 END AS later,
+             CASE WHEN status IN ({timed}) AND started_at IS NOT NULL THEN {seconds} END AS secs
+      FROM {run} WHERE {since}) r
+JOIN {signature} sig ON sig.{pk} = r.signature_id
+GROUP BY sig.task_name, r.status, r.later, b
+ORDER BY sig.task_name, r.status, r.later, b
+"""
+
+
+def bucket(bounds: tuple[float, ...]) -> str:
+    """The index of the first bound at or above ``r.secs``; -1 when it is null (no duration)."""
+    whens = " ".join(f"WHEN r.secs <= {float(bound)!r} THEN {i}" for i, bound in enumerate(bounds))
+    return f"CASE WHEN r.secs IS NULL THEN -1 {whens} ELSE {len(bounds)} END"
+
+
+def started_groups(since: datetime | None, until: datetime) -> list[tuple]:
+    """``(task, later, wait bucket, runs, seconds waited)`` of the runs started at ``since`` or later,
+    grouped by the database: a row per group, whatever the number of runs (read through an index
+    on ``Run.started_at``, or in one pass over the table without one)."""
+    vendor = connections["default"].vendor
+    due = f"{LARGER[vendor]}(queued_at, COALESCE(not_before, queued_at))"
+    seconds = SECONDS[vendor].format(end="started_at", start=due)
+    return grouped(STARTED_SQL, "started_at", since, until, bucket=bucket(WAIT_BUCKETS), seconds=seconds)
+
+
+def ended_groups(since: datetime | None, until: datetime) -> list[tuple]:
+    """``(task, outcome, later, duration bucket or -1, runs, seconds)`` of the runs ended at ``since``
+    or later; only completed and failed runs that started have a duration."""
+    seconds = SECONDS[connections["default"].vendor].format(end="finished_at", start="started_at")
+    timed = ", ".join(f"'{status}'" for status in TIMED)
+    return grouped(ENDED_SQL, "finished_at", since, until, bucket=bucket(DURATION_BUCKETS), seconds=seconds,
+                   timed=timed)
+
+
+def grouped(template: str, column: str, since: datetime | None, until: datetime, **parts: str) -> list[tuple]:
+    connection = connections["default"]
+    condition = f"{column} >= %s" if since is not None else f"{column} IS NOT NULL"
+    sql = template.format(run=Run._meta.db_table, signature=Signature._meta.db_table, pk=Signature._meta.pk.column,
+                          since=condition,
+                          larger=LARGER[connection.vendor], **parts)
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [adapt(until)] + ([adapt(since)] if since is not None else [])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
