@@ -20,7 +20,7 @@ from django.utils import timezone
 from tasks_app import jobs
 from tasks_app.models import Notification, NotificationPreference, Run, Signature
 from tasks_app.registry import task
-from tasks_app.services import execution, live, notifications, reconcile, transport
+from tasks_app.services import events, execution, live, notifications, reconcile, transport
 from tests.drain import drain
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
@@ -71,7 +71,8 @@ def titles(user) -> list[str]:
 
 def test_a_finished_task_tells_its_owner_it_started_and_is_ready(owner, stranger, run):
     sig = run(CRM, owner)
-    assert titles(owner) == ["Your Cellphone Store CRM task has started", "✅ Cellphone Store CRM is ready!"]
+    assert titles(owner) == ["Your Cellphone Store CRM task has started", "Step 4 complete: Configure workflows",
+                             "✅ Cellphone Store CRM is ready!"]
     assert titles(stranger) == []
     done = Notification.objects.get(owner=owner, event="task_completed")
     assert done.signature_id == sig.pk and done.read_at is None
@@ -81,8 +82,49 @@ def test_a_finished_task_tells_its_owner_it_started_and_is_ready(owner, stranger
 def test_steps_notify_when_the_user_asks_for_them(owner, run):
     prefer(owner, events=["step_completed"])
     run(CRM, owner)
-    assert titles(owner) == ["Step 1 complete: Create database tables", "Step 2 complete: Generate application UI",
-                             "Step 3 complete: Add search and filters", "Step 4 complete: Configure workflows"]
+    assert titles(owner) == ["Step 4 complete: Configure workflows"]  # one row, brought up to date step by step
+
+
+FIFTY = [f"Part {i}" for i in range(1, 51)]
+
+
+@task("tests.notifications.fifty_steps", steps=FIFTY)
+def fifty_steps(ctx):
+    for name in FIFTY:
+        with ctx.step(name):
+            pass
+
+
+def test_a_fifty_step_task_keeps_one_step_notification_in_the_bell(owner, run, settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer",
+                                           "CONFIG": {"capacity": 10_000}}}  # 50 steps' live messages fit
+    layer = get_channel_layer()
+    mine = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(live.user_group(owner.pk), mine)
+    sig = run({"task": "tests.notifications.fifty_steps"}, owner)  # step notifications are on by default
+    [step] = Notification.objects.filter(owner=owner, event="step_completed")
+    assert (step.signature_id, step.title, step.read_at) == (sig.pk, "Step 50 complete: Part 50", None)
+    assert step.body.endswith("50 of 50 steps done.")
+    assert Notification.objects.filter(owner=owner, read_at__isnull=True).count() == 3  # started, steps, ready
+    updates = [m for m in received_on(layer, mine) if m["type"] == "notification" and m["event"] == "step_completed"]
+    assert len(updates) == 50 and {m["id"] for m in updates} == {step.pk}  # the same desktop notification, replaced
+    assert updates[-1]["title"] == "Step 50 complete: Part 50"
+
+
+def test_a_read_step_notification_is_left_alone_and_the_next_step_starts_a_new_one(owner):
+    sig = execution.submit(CRM, owner=owner, run=False)
+    events.record(sig, "step_completed", order=1, name="Create database tables", duration_ms=1200)
+    events.record(sig, "step_completed", order=2, name="Generate application UI", duration_ms=1200)
+    assert titles(owner) == ["Step 2 complete: Generate application UI"]
+    Notification.objects.filter(owner=owner).update(read_at=timezone.now())
+    events.record(sig, "step_completed", order=3, name="Add search and filters", duration_ms=1200)
+    assert titles(owner) == ["Step 2 complete: Generate application UI", "Step 3 complete: Add search and filters"]
+
+
+def test_step_notifications_can_be_switched_off(owner, run):
+    prefer(owner, events=["task_started", "task_completed", "task_failed"])
+    run(CRM, owner)
+    assert titles(owner) == ["Your Cellphone Store CRM task has started", "✅ Cellphone Store CRM is ready!"]
 
 
 def test_events_left_out_of_the_preferences_notify_nobody(owner, run):
@@ -154,7 +196,7 @@ def test_the_owner_gets_a_notification_message_on_their_websocket_group(owner, s
     async_to_sync(layer.group_add)(live.user_group(owner.pk), mine)
     async_to_sync(layer.group_add)(live.user_group(stranger.pk), theirs)
     sig = run(CRM, owner)
-    notices = [m for m in received_on(layer, mine) if m["type"] == "notification"]
+    notices = [m for m in received_on(layer, mine) if m["type"] == "notification" and m["event"] != "step_completed"]
     assert [(n["title"], n["task_id"], n["desktop"]) for n in notices] == [
         ("Your Cellphone Store CRM task has started", sig.pk, True), ("✅ Cellphone Store CRM is ready!", sig.pk, True)]
     assert received_on(layer, theirs) == []
@@ -301,8 +343,8 @@ def test_reading_one_and_reading_all(owner_client, owner, stranger):
 def test_preferences_start_from_the_defaults_and_keep_what_is_not_sent(owner_client, owner):
     defaults = owner_client.get("/api/notifications/preferences").json()
     assert defaults["events"] == [] and defaults["in_app"] is True and defaults["email"] is False
-    assert defaults["effective_events"] == ["task_started", "approval_needed", "task_completed", "task_failed",
-                                            "resume_report"]
+    assert defaults["effective_events"] == ["task_started", "step_completed", "approval_needed", "task_completed",
+                                            "task_failed", "resume_report"]
     changed = owner_client.put("/api/notifications/preferences",
                                {"email": True, "events": ["task_failed", "task_failed"]}, format="json")
     assert changed.status_code == 200
