@@ -135,9 +135,12 @@ def test_a_signed_in_user_watches_a_workflow_live(owner, workers, daphne):
         "Create database tables", "Generate application UI", "Add search and filters", "Configure workflows"]
     assert {"running", "completed"} <= {m["status"] for m in messages if m["type"] == "status"}
     assert any(m["type"] == "log" and "Configure workflows" in m["message"] for m in messages)
-    notices = [m["title"] for m in messages if m["type"] == "notification"]
-    assert notices == ["Your Cellphone Store CRM task has started", "✅ Cellphone Store CRM is ready!"]
-    assert Notification.objects.filter(owner=owner).count() == 2
+    notices = [m for m in messages if m["type"] == "notification"]
+    assert [m["title"] for m in notices if m["event"] != "step_completed"] == [
+        "Your Cellphone Store CRM task has started", "✅ Cellphone Store CRM is ready!"]
+    steps = [m for m in notices if m["event"] == "step_completed"]  # on by default, one row updated in place
+    assert steps[-1]["title"] == "Step 4 complete: Configure workflows" and len({m["id"] for m in steps}) == 1
+    assert Notification.objects.filter(owner=owner).count() == 3
 
     with websocket(f"{daphne}/ws/tasks/{sig.pk}/", owner) as again:  # a reconnecting client: the state first
         snapshot = receive(again)
