@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +21,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.conftest import PASSWORD, make_user
-from tests.workers import kill_tree, subprocess_env
+from tests.live_server import daphne
+from tests.workers import subprocess_env
 
 pytestmark = pytest.mark.django_db
 
@@ -168,38 +167,12 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the server exited with {process.returncode}"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"the server did not answer {url} within {timeout:g} s")
-
-
 @pytest.fixture
 def web_server(transactional_db, tmp_path) -> Iterator[str]:
     """A daphne in its own process, on the test database and the test Redis, locking an account after 2 failures."""
-    port = closed_port()
     env = {**subprocess_env(), "ORCHESTRATOR_LOGIN_FAILURES_PER_ACCOUNT": "2"}
-    with (tmp_path / "daphne.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "orchestrator_site.asgi:application"],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/accounts/login/", process)
+    with daphne(tmp_path / "daphne.log", env) as url:
         yield url
-    finally:
-        kill_tree(process)
 
 
 def post_token(url: str, username: str, password: str) -> int:

@@ -4,15 +4,11 @@ session cookie, watching examples.build_crm from submit to the end."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
-from django.conf import settings
 from django.db import transaction
 from django.test import Client
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -20,47 +16,18 @@ from websockets.sync.client import ClientConnection, connect
 
 from tasks_app.models import Notification
 from tasks_app.services import execution
-from tests.workers import kill_tree, subprocess_env
+from tests import live_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 CRM = {"task": "examples.build_crm", "kwargs": {"seconds_per_item": 0.05}}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"daphne exited with status {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"daphne did not listen on port {port} within {timeout:g} s")
-
-
 @pytest.fixture
 def daphne(transactional_db, tmp_path) -> Iterator[str]:
     """A daphne process serving the project on a free port, on the test database; its base ws:// URL."""
-    port = free_port()
-    log = (tmp_path / "daphne.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "orchestrator_site.asgi:application"],
-        env=subprocess_env(), cwd=settings.BASE_DIR, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"ws://127.0.0.1:{port}"
-    finally:
-        kill_tree(process)
-        log.close()
+    with live_server.daphne(tmp_path / "daphne.log") as url:
+        yield "ws" + url.removeprefix("http")
 
 
 def session_cookie(user) -> str:

@@ -8,63 +8,29 @@ Marked `browser`; each test module declares
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
-from tests.workers import kill_tree, subprocess_env
+from tests.live_server import daphne
+from tests.workers import subprocess_env
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"daphne did not answer {url} within {timeout:g} s:\n{log.read_text(errors='replace')}")
-
-
 @pytest.fixture(scope="session")
 def server_url(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[str]:
     """A daphne serving the ASGI application (pages, static files, WebSockets) on a free port."""
-    port = free_port()
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
     with django_db_blocker.unblock():
         env = subprocess_env()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "orchestrator_site.asgi:application"],
-            cwd=settings.BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/accounts/login/", process, log)
+    with daphne(log, env) as url:
         yield url
-    finally:
-        kill_tree(process)
 
 
 @pytest.fixture(scope="module")
