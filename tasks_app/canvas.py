@@ -231,8 +231,13 @@ class Handle:
     def interrupt(self) -> Handle:
         return self._act(lifecycle.interrupt)
 
-    def retry(self) -> Handle:
-        return self._act(lifecycle.retry)
+    def retry(self, *, kwargs: dict | None = None, from_start: bool = False) -> Handle:
+        """From the failed step (``from_start`` redoes completed ones); ``kwargs`` replaces a task's arguments."""
+        return self._act(lifecycle.retry, kwargs=kwargs, from_start=from_start)
+
+    def skip(self, *, result: Any = None) -> Handle:
+        """Go on past the failure: a failed step, or a failed chain or graph member (as if it returned ``result``)."""
+        return self._act(lifecycle.skip, result=result)
 
     def rerun(self) -> Handle:
         return self._act(lifecycle.rerun)
@@ -342,8 +347,11 @@ class AsyncHandle:
     async def ainterrupt(self) -> AsyncHandle:
         return await self._act(self.sync.interrupt)
 
-    async def aretry(self) -> AsyncHandle:
-        return await self._act(self.sync.retry)
+    async def aretry(self, *, kwargs: dict | None = None, from_start: bool = False) -> AsyncHandle:
+        return await self._act(lambda: self.sync.retry(kwargs=kwargs, from_start=from_start))
+
+    async def askip(self, *, result: Any = None) -> AsyncHandle:
+        return await self._act(lambda: self.sync.skip(result=result))
 
     async def arerun(self) -> AsyncHandle:
         return await self._act(self.sync.rerun)

@@ -93,14 +93,16 @@ def test_skip_is_409_where_not_allowed_and_changes_nothing(owner, owner_client):
     assert not Event.objects.filter(type="skipped").exists()
 
 
-def test_skip_refuses_unknown_fields(owner, owner_client):
-    sig = failed(owner, crm("Add search and filters"))
+def test_skip_refuses_unknown_fields_and_results_a_task_could_not_return(owner, owner_client, settings):
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "MAX_RESULT_BYTES": 100}
+    chain = failed(owner, {"kind": "chain", "steps": [{"task": "examples.fail"}, {"task": "examples.echo"}]})
+    member = chain.members.get(position=0)
 
-    response = owner_client.post(url(sig, "skip"), {"reslt": 1}, format="json")
-
-    assert response.status_code == 400
-    assert "reslt" in response.json()["errors"]
-    assert fresh(sig).status == Status.FAILED
+    for body, field in (({"reslt": 1}, "reslt"), ({"result": "x" * 200}, "result")):
+        response = owner_client.post(url(member, "skip"), body, format="json")
+        assert response.status_code == 400, response.json()
+        assert field in response.json()["errors"]
+    assert (fresh(member).status, fresh(chain).status) == (Status.FAILED, Status.FAILED)
 
 
 # Skip a failed member ----------------------------------------------------------------------------
@@ -395,3 +397,17 @@ def test_edit_and_retry_page_is_prefilled_and_retries_with_the_new_arguments(own
     drain()
     sig = fresh(sig)
     assert (sig.status, sig.result, sig.kwargs) == (Status.COMPLETED, "ok", {"message": "right path", "times": 0})
+
+
+def test_the_canvas_handle_skips_and_retries(owner):
+    from tasks_app.canvas import Handle
+
+    task = Handle(failed(owner, {"task": "examples.fail"}))
+    task.retry(kwargs={"times": 0})
+    drain()
+    assert (task.status, task.result) == (Status.COMPLETED, "ok")
+
+    chain = failed(owner, {"kind": "chain", "steps": [{"task": "examples.fail"}, {"task": "examples.double"}]})
+    Handle(chain.members.get(position=0)).skip(result=4)
+    drain()
+    assert Handle(chain).result == 8

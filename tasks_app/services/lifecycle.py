@@ -324,6 +324,9 @@ def skip(sig: Signature, *, result: Any = None, actor: str = "system") -> Signat
     returned ``result``."""
     from . import graphs
 
+    problem = execution.result_problem(result)
+    if problem:
+        raise SpecError({"result": problem})
     decided = graphs.decide_outgoing(sig, result)  # edge conditions are user input: evaluated before any lock
     with transaction.atomic():
         if sig.parent_id is not None:
