@@ -27,7 +27,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from orchestrator_site.asgi import application
 from tasks_app.models import GraphDefinition, Notification, SavedWorkflow, Schedule, Signature
 from tasks_app.routing import websocket_urlpatterns
-from tests.api_helpers import ECHO, make
+from tests.api_helpers import ECHO, GRAPH, make
 from tests.conftest import PASSWORD
 
 ROLES = ("owner", "other", "staff", "anon")
@@ -96,7 +96,6 @@ def admin_view(route: str, method: str, path: str, staff: Answer, superuser: Ans
 
 
 TASK = "/api/tasks/{task}/"
-GRAPH = {"kind": "graph", "nodes": {"a": ECHO, "b": {"task": "examples.noop"}}, "edges": [{"from": "a", "to": "b"}]}
 SCHEDULE = "/api/schedules/{schedule}/"
 API = [
     per_user("api:task-list", "GET", "/api/tasks/", 200),

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
-import psutil
 import redis
 from django.conf import settings
 
 from tasks_app.embedded_redis import EmbeddedRedis
 from tasks_app.management.commands.orchestrate import port_open
-
-
-def gone(pid: int, timeout: float = 5.0) -> bool:
-    """True once the process no longer runs (a zombie waiting for init counts as gone)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
+from tests.workers import gone
 
 
 def test_start_publishes_a_working_url_and_stop_leaves_nothing_behind(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 
 from tasks_app.models import Event, Signature, Status
 from tasks_app.services import execution
+from tests.api_helpers import submitted
 from tests.drain import drain, step
-from tests.test_workflows_e2e import submitted
 
 CATASTROPHIC = "(a+)+$"
 SUBJECT = "a" * 40 + "!"  # backtracking tries every split of the a's before giving up: 2**40 paths

@@ -21,8 +21,7 @@ from rq.job import Job
 
 from tasks_app.embedded_redis import EmbeddedRedis, free_port
 from tasks_app.management.commands.orchestrate import Child, Supervisor, build_children
-from tests.test_embedded_redis import gone
-from tests.workers import subprocess_env
+from tests.workers import gone, subprocess_env
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 DEAF = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"]

@@ -50,6 +50,7 @@ from tasks_app.models import (
 )
 from tasks_app.services import deletion, execution, lifecycle, reconcile, swarms, transport, tree
 from tasks_app.services.errors import InvalidTransition
+from tests.api_helpers import fresh
 from tests.drain import next_run
 
 # Several examples of real threads per test: on a loaded machine with PostgreSQL a test can take
@@ -189,10 +190,6 @@ def submit(owner, spec: dict, jobs: int = 0) -> Signature:
     for _ in range(jobs):
         work_one()
     return Signature.objects.get(pk=root.pk)
-
-
-def fresh(sig: Signature) -> Signature:
-    return Signature.objects.get(pk=sig.pk)
 
 
 # Invariants --------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from django.test import Client
 
 from orchestrator_site.asgi import application
 from tasks_app.models import GraphDefinition, Notification, NotificationPreference, Signature
-from tests.api_helpers import ECHO, make
+from tests.api_helpers import ECHO, GRAPH, make
 from tests.conftest import PASSWORD, client_for
-from tests.test_authz_matrix import GRAPH, MATRIX
+from tests.test_authz_matrix import MATRIX
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

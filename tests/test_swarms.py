@@ -7,13 +7,10 @@ import pytest
 from tasks_app.models import Signature, Status
 from tasks_app.services import containers, execution, swarms
 from tasks_app.services.errors import InvalidTransition, SpecError
+from tests.api_helpers import echo
 from tests.drain import drain, step
 
 pytestmark = pytest.mark.django_db
-
-
-def echo(value, **extra):
-    return {"task": "examples.echo", "kwargs": {"value": value}, **extra}
 
 
 def running_or_queued(swarm) -> int:
@@ -32,8 +29,8 @@ def test_never_more_than_max_concurrency_queued_and_the_next_starts_when_one_end
 
 
 def test_members_start_by_priority_then_order_added(owner):
-    tasks = [echo("low-1", priority="low"), echo("med-1"), echo("high-1", priority="high"), echo("low-2", priority="low"),
-             echo("high-2", priority="high")]
+    tasks = [echo("low-1", priority="low"), echo("med-1"), echo("high-1", priority="high"),
+             echo("low-2", priority="low"), echo("high-2", priority="high")]
     swarm = execution.submit({"kind": "swarm", "max_concurrency": 1, "tasks": tasks}, owner=owner)
     order = [Signature.objects.get(pk=pk).result for pk, _ in drain() if Signature.objects.get(pk=pk).parent_id]
     assert order == ["high-1", "high-2", "med-1", "low-1", "low-2"]

@@ -17,13 +17,28 @@ from typing import Any
 from urllib.parse import quote
 
 import django_rq
+import psutil
 from django.conf import settings
 from django.db import connection
 from rq import Worker
+from rq.worker import WorkerStatus
 
 from bench.common import kill_tree  # the one copy; re-exported for the tests
 
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
+
+
+def gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once the process no longer runs (a zombie waiting for init counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def database_url(settings_dict: dict) -> str:
@@ -97,6 +112,15 @@ class Workers:
         """Names of the RQ workers registered in Redis."""
         connection = django_rq.get_connection(settings.ORCHESTRATOR_QUEUES[0])
         return {worker.name for worker in Worker.all(connection=connection)}
+
+    def drained(self) -> bool:
+        """Nothing is left for the workers nor in their hands: every queue and its started registry
+        are empty and every registered worker is idle (a worker shows ``busy`` while a job runs)."""
+        queues = [django_rq.get_queue(name) for name in settings.ORCHESTRATOR_QUEUES]
+        if any(queue.count or queue.started_job_registry.count for queue in queues):
+            return False
+        connection = django_rq.get_connection(settings.ORCHESTRATOR_QUEUES[0])
+        return all(worker.get_state() == WorkerStatus.IDLE for worker in Worker.all(connection=connection))
 
     def drain(self, until: Callable[[], Any], *, timeout: float = 30, interval: float = 0.1) -> Any:
         """Poll `until()` (it reads the database) until it returns something truthy; return that."""
