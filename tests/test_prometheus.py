@@ -245,6 +245,30 @@ def test_the_rollup_is_rebuilt_from_the_runs_when_redis_loses_it(owner, redis_co
     assert scrape() == before
 
 
+def test_two_scrapes_folding_at_once_count_each_run_once(owner, monkeypatch, redis_conn):
+    """Another web server folds the same runs while this scrape is folding them: this scrape's write
+    is refused (WATCH) and both answer the same totals; later scrapes too."""
+    sig = make(owner, ECHO)
+    for number in range(1, 4):
+        run_of(sig, number, ago=7200)
+    fold, others = run_counters.fold, []
+
+    def fold_while_another_scrapes(rollup, until):
+        if not others:
+            others.append(None)
+            others[0] = run_counters.totals()  # the other server, between this one's WATCH and write
+        return fold(rollup, until)
+
+    monkeypatch.setattr(run_counters, "fold", fold_while_another_scrapes)
+    earlier = timezone.now() - timedelta(seconds=10)
+    mine = run_counters.totals(now=earlier)
+    monkeypatch.setattr(run_counters, "fold", fold)
+    assert mine.started == others[0].started == {"examples.echo": 3}
+    stored = run_counters.Rollup.loads(redis_conn.get(run_counters.key()))
+    assert stored.watermark > earlier - run_counters.SETTLE  # the other's fold stands; this one's was refused
+    assert run_counters.totals().finished == {"examples.echo": {"completed": 3}}
+
+
 def test_histograms_of_duration_and_queue_wait(owner):
     sig = make(owner, ECHO)
     run_of(sig, 1, seconds=0.3, waited=0.02, ago=7200)
