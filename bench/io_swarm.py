@@ -38,15 +38,18 @@ class Leg:
     label: str
     seconds: float
     peak_rss: int
+    cpu: float  # seconds of CPU the workers used (user + system, their children too)
 
 
 class PeakRss:
-    """Samples the resident memory of some process trees in a thread and keeps the peak."""
+    """Samples the resident memory of some process trees in a thread and keeps the peak, and the
+    CPU time the processes used meanwhile."""
 
     def __init__(self, roots: Callable[[], list], interval: float = 0.2):
         self.roots = roots
         self.interval = interval
         self.peak = 0
+        self.cpu_by_pid: dict[int, tuple[float, float]] = {}  # first and last sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -57,16 +60,23 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        tree_rss(self.roots(), self.cpu_by_pid)
+
+    @property
+    def cpu(self) -> float:
+        """CPU seconds used meanwhile: from each process's first sample (or its start) to its last."""
+        return sum(last - first for first, last in self.cpu_by_pid.values())
 
     def _sample(self) -> None:
         while True:
-            self.peak = max(self.peak, tree_rss(self.roots()))
+            self.peak = max(self.peak, tree_rss(self.roots(), self.cpu_by_pid))
             if self._stop.wait(self.interval):
                 return
 
 
-def tree_rss(roots: list) -> int:
-    """Bytes resident in the processes and all their descendants (processes that end meanwhile count 0)."""
+def tree_rss(roots: list, cpu_by_pid: dict[int, tuple[float, float]]) -> int:
+    """Bytes resident in the processes and all their descendants (processes that end meanwhile
+    count 0); notes each one's CPU seconds in ``cpu_by_pid`` (from 0 for a process started since)."""
     import psutil
 
     total = 0
@@ -74,7 +84,13 @@ def tree_rss(roots: list) -> int:
         with contextlib.suppress(psutil.Error):
             for process in [root, *root.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
-                    total += process.memory_info().rss
+                    with process.oneshot():
+                        total += process.memory_info().rss
+                        times = process.cpu_times()
+                        used = times.user + times.system
+                        first = cpu_by_pid[process.pid][0] if process.pid in cpu_by_pid else (
+                            used if process in roots else 0.0)
+                        cpu_by_pid[process.pid] = (first, used)
     return total
 
 
@@ -131,7 +147,8 @@ def orchestrator_leg(bench: common.Bench, n: int, seconds: float, max_concurrenc
     bench.stop_workers()
     common.check_completed([swarm.pk])
     slots = f"{len(workers)} workers × {settings.ORCHESTRATOR.get('CONCURRENCY', 1)} slots"
-    return Leg(f"orchestrator swarm, orchestrate --no-web ({slots})", (last - started).total_seconds(), memory.peak)
+    return Leg(f"orchestrator swarm, orchestrate --no-web ({slots})", (last - started).total_seconds(), memory.peak,
+               memory.cpu)
 
 
 # Celery ---------------------------------------------------------------------------------------
@@ -154,7 +171,7 @@ def celery_leg(bench: common.Bench, n: int, seconds: float, max_concurrency: int
             concurrency=max_concurrency,
             timeout=leg_timeout(n, seconds, max_concurrency),
         )
-    return Leg(f"Celery chord, --pool threads --concurrency {max_concurrency}", wall, memory.peak)
+    return Leg(f"Celery chord, --pool threads --concurrency {max_concurrency}", wall, memory.peak, memory.cpu)
 
 
 # Report ---------------------------------------------------------------------------------------
@@ -165,9 +182,10 @@ def run_case(bench: common.Bench, n: int, seconds: float, max_concurrency: int, 
     legs = [orchestrator_leg(bench, n, seconds, max_concurrency)]
     if celery:
         legs.append(celery_leg(bench, n, seconds, max_concurrency))
-    rows = [(leg.label, leg.seconds, ideal, leg.seconds / ideal, f"{leg.peak_rss / 2**20:,.0f}") for leg in legs]
+    rows = [(leg.label, leg.seconds, ideal, leg.seconds / ideal, f"{leg.peak_rss / 2**20:,.0f}",
+             f"{1000 * leg.cpu / n:.1f}") for leg in legs]
     common.table(
-        ["leg", "wall s", "ideal s", "wall / ideal", "workers' peak RSS MiB"],
+        ["leg", "wall s", "ideal s", "wall / ideal", "workers' peak RSS MiB", "workers' CPU ms / member"],
         rows,
         title=f"Swarm of {n:,} sleeps of {seconds:g} s at max_concurrency={max_concurrency} "
         f"(load average {load:.2f} at its start)",

@@ -33,8 +33,9 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from .context import TaskContext, off_loop
+from .group_commit import GroupCommit
 from .registry import get_task
-from .services import live
+from .services import containers, live
 
 log = logging.getLogger(__name__)
 DB_THREADS = 4  # database threads per process: more only queue behind the database's own locks
@@ -167,6 +168,8 @@ class Slots:
         self.threads = ThreadPoolExecutor(size, thread_name_prefix="orchestrator-task")
         # RQ's end of each job, in order, off the database threads (they go on with the next task).
         self.bookkeeping = ThreadPoolExecutor(1, thread_name_prefix="orchestrator-rq")
+        # The claims and the ends of async tasks: many in one transaction each (group_commit).
+        self.claims, self.ends = GroupCommit(), GroupCommit(around=containers.swarms_advanced_once)
         live.deliver_in_background()
         self.thread = threading.Thread(target=self.loop.run_forever, name="orchestrator-loop", daemon=True)
         self.thread.start()
@@ -313,13 +316,14 @@ class Slots:
     async def _on_loop(self, flight: Flight) -> None:
         from .services import execution
 
-        prepared = await off_loop(execution.prepare, *flight.ids)
+        prepared = await self.claims.call(execution.prepare, *flight.ids)
         if prepared is None:
             return
         flight.ctx = prepared.ctx
         if flight.stop_requested:
             return
-        await execution.run_coroutine(prepared)
+        # A graph node's end evaluates its edges' conditions (user input) before any lock: alone.
+        await execution.run_coroutine(prepared, db=off_loop if prepared.sig.node_key else self.ends.call)
 
     async def _in_thread(self, flight: Flight) -> None:
         """The thread runs the task; the loop watches its timeout, which fails the run on time even

@@ -11,7 +11,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.worker import Worker
 
-from tasks_app.models import CallbackOn, Run, RunStatus, Signature, Status
+from tasks_app.models import CallbackOn, Event, Run, RunStatus, Signature, Status
 from tasks_app.services import execution, lifecycle, reconcile, transport
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -145,6 +145,37 @@ def test_kill_9_with_100_in_flight_resumes_each_once(owner, workers):
         assert per_member.get().runs.count() == 1
     at_end = Signature.objects.filter(callback_of=sig, callback_on=CallbackOn.SUCCESS)
     assert [c.status for c in at_end] == [Status.COMPLETED] and at_end.get().runs.count() == 1
+
+
+@pytest.mark.timeout(600)
+def test_kill_9_while_batches_of_ends_commit_resumes_each_member_once(owner, workers):
+    """Members claimed and ended in batches (tasks_app.group_commit), the process killed while they
+    end: every member completes once, with one result, one completed event and one callback."""
+    n = 300
+    sig = execution.submit(
+        swarm([async_sleep(0.5, step=0.25) for _ in range(n)], max_concurrency=150,
+              task_on_success=[{"task": "examples.noop"}], on_success=[{"task": "examples.noop"}]),
+        owner=owner,
+    )
+    [doomed] = workers.start(1, args=["--concurrency", "150"])
+    members = Signature.objects.filter(parent=sig)
+    workers.drain(lambda: members.filter(status=Status.COMPLETED).count() >= 20, timeout=60, interval=0.02)
+    workers.kill(doomed)
+    workers.running.remove(doomed)
+    assert members.filter(status=Status.COMPLETED).count() < n  # killed in the middle of the ends
+    reconcile.run_pass(trigger="test")
+    workers.start(1, args=["--concurrency", "150"])
+    callbacks = Signature.objects.filter(callback_of=sig)
+    workers.drain(lambda: status_of(sig) == Status.COMPLETED and callbacks.count() == n + 1
+                  and not callbacks.exclude(status=Status.COMPLETED).exists(), timeout=120)
+    assert Signature.objects.get(pk=sig.pk).result == [0.5] * n
+    completed_runs = Run.objects.filter(signature__parent=sig, status=RunStatus.COMPLETED)
+    assert completed_runs.count() == n and len({r.signature_id for r in completed_runs}) == n
+    ended = Event.objects.filter(signature__parent=sig, type="completed")
+    assert ended.count() == n and len(set(ended.values_list("signature_id", flat=True))) == n
+    per_member = callbacks.filter(callback_on=CallbackOn.TASK_SUCCESS)
+    assert sorted(per_member.values_list("trigger_id", flat=True)) == sorted(members.values_list("pk", flat=True))
+    assert Run.objects.filter(signature__in=callbacks).count() == n + 1  # each callback ran once
 
 
 def test_rq_registries_and_counters_show_slot_jobs(owner, workers):

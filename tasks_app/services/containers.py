@@ -6,7 +6,10 @@ run twice or concurrently (the container row is locked) without starting anythin
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db.models import Count, Sum
 
@@ -44,13 +47,41 @@ def member_finished(member: Signature) -> None:
         swarms.on_member_finished(container, member)
         if _roll_up_due(container):  # every member's progress, read at most once a second
             roll_up(container, step=1.0)
-        advance(container, ended=member)  # its own reads visit only the members that decide
+        if _deferred.swarms is not None:  # a batch of ends: advanced once, at the batch's end
+            _deferred.swarms.add(container.pk)
+        else:
+            advance(container, ended=member)  # its own reads visit only the members that decide
         progress.member_moved(member)  # the container's own progress message, throttled, after commit
         return
     stats = member_stats(container)
     roll_up(container, stats, step=1.0)
     advance(container, stats, ended=member)
     progress.member_moved(member)
+
+
+class _Deferred(threading.local):
+    swarms: set[int] | None = None
+
+
+_deferred = _Deferred()
+
+
+@contextmanager
+def swarms_advanced_once() -> Iterator[None]:
+    """Inside, in one transaction: the members that end advance their swarm once, at the end,
+    instead of once each (``advance`` reads the members' statuses, so once after all of them
+    starts what once per end would have started). Not for chains and graphs: each end there
+    decides what starts next from that member's own result."""
+    _deferred.swarms = set()
+    try:
+        yield
+        due, _deferred.swarms = sorted(_deferred.swarms), None  # a swarm that ends tells its container at once
+        for pk in due:  # one lock order for every process
+            swarm = Signature.objects.locked().filter(pk=pk).first()
+            if swarm is not None:
+                advance(swarm)
+    finally:
+        _deferred.swarms = None
 
 
 ROLL_UP_EVERY = 1.0  # seconds between two roll-ups of one swarm's progress in a process

@@ -209,8 +209,9 @@ def run_sync(p: Prepared, *, limit: bool = True) -> None:
         conclude(p, result=result)
 
 
-async def run_coroutine(p: Prepared) -> None:
-    """Await an async task on the running loop; the database work around it runs off the loop.
+async def run_coroutine(p: Prepared, *, db: Callable = off_loop) -> None:
+    """Await an async task on the running loop; the database work around it runs off the loop
+    (``db``: how; a worker's slots end many runs in one transaction).
 
     Cancelling the coroutine (an interrupt) ends here without writing anything: the interrupt
     already ended the run."""
@@ -225,8 +226,8 @@ async def run_coroutine(p: Prepared) -> None:
     except (PauseRequested, StopRequested, ApprovalPending, Exception) as exc:
         outcome["exc"] = exc
     finally:
-        await off_loop(logs.end_capture, handler)
-    await off_loop(functools.partial(conclude, p, **outcome))
+        await off_loop(logs.end_capture, handler)  # alone: it may wait for the log's flusher thread
+    await db(functools.partial(conclude, p, **outcome))
 
 
 def conclude(p: Prepared, *, result: Any = None, exc: BaseException | None = None) -> None:
