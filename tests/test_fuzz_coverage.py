@@ -52,6 +52,7 @@ def target_ids(owner) -> dict[tuple[str, str], int]:
         ("POST", "resume"): set_status(make(owner, ECHO), Status.PAUSED),
         ("POST", "interrupt"): make(owner, ECHO, run=True),
         ("POST", "retry"): set_status(make(owner, ECHO), Status.FAILED),
+        ("POST", "skip"): failed_member(owner),
         ("POST", "rerun"): set_status(make(owner, ECHO), Status.COMPLETED),
         ("POST", "restore"): set_status(
             make(owner, ECHO), Status.COMPLETED, marked_at=now, delete_after=now + timedelta(days=1)
@@ -63,6 +64,12 @@ def target_ids(owner) -> dict[tuple[str, str], int]:
         ("POST", "close"): make(owner, OPEN_SWARM),
     }
     return {key: sig.pk for key, sig in states.items()}
+
+
+def failed_member(owner) -> Signature:
+    """The first member of a chain that failed with it: what skip goes on past."""
+    chain = set_status(make(owner, {"kind": "chain", "steps": [ECHO, ECHO]}), Status.FAILED)
+    return set_status(chain.members.order_by("position").first(), Status.FAILED)
 
 
 def config(owner, targets: dict[tuple[str, str], int]) -> str:
