@@ -6,7 +6,6 @@ import datetime as dt
 
 import pytest
 import time_machine
-from django.utils import timezone
 
 from tasks_app.models import Run, RunStatus, Signature, Status, Step, StepStatus
 from tasks_app.services import execution, progress
@@ -120,3 +119,38 @@ def test_the_current_member_of_a_swarm_longer_than_the_listed_steps(owner, monke
     assert current() == (5, "m4", 6)  # one under way comes first
     swarm.members.update(status=Status.COMPLETED)
     assert current() == (6, None, 6)  # all ended: the last step of 6, not of the 3 listed
+
+
+def runs_with(owner, step_seconds: list[dict[str, float]]) -> None:
+    """Completed build_crm runs, one per dict of step seconds."""
+    for durations in step_seconds:
+        sig = Signature.objects.create(owner=owner, task_name="examples.build_crm", status=Status.COMPLETED)
+        start = T0
+        for order, (name, seconds) in enumerate(durations.items(), start=1):
+            Step.objects.create(signature=sig, order=order, name=name, status=StepStatus.COMPLETED,
+                                started_at=start, finished_at=start + dt.timedelta(seconds=seconds))
+            start += dt.timedelta(seconds=seconds)
+
+
+def eta_after_a_slow_first_step(owner) -> float:
+    """The ETA of a run whose first step took 20 s (its median is 10 s), the other three pending."""
+    sig = Signature.objects.create(owner=owner, task_name="examples.build_crm", status=Status.RUNNING, started_at=T0)
+    Step.objects.create(signature=sig, order=1, name="Create database tables", status=StepStatus.COMPLETED,
+                        started_at=T0, finished_at=T0 + dt.timedelta(seconds=20), progress=100)
+    for order, name in enumerate(["Generate application UI", "Add search and filters", "Configure workflows"], 2):
+        Step.objects.create(signature=sig, order=order, name=name)
+    with time_machine.travel(T0 + dt.timedelta(seconds=20), tick=False):
+        return progress.payload(sig)["eta_seconds"]
+
+
+def test_a_slow_step_says_nothing_of_the_next_when_history_shows_steps_independent(owner):
+    # The first step varies from run to run, the others do not follow it: the rest keep their medians.
+    runs_with(owner, [{**STEPS, "Create database tables": first} for first in (5, 20, 10, 7, 14, 10, 6, 16)])
+    assert eta_after_a_slow_first_step(owner) == 40 + 20 + 30
+
+
+def test_a_slow_step_carries_over_when_history_shows_runs_differ_in_size(owner):
+    # Whole runs are bigger or smaller: a first step twice its median foretells the rest twice theirs.
+    sizes = (0.5, 1, 2, 1, 0.7, 1.5, 1)
+    runs_with(owner, [{name: seconds * size for name, seconds in STEPS.items()} for size in sizes])
+    assert eta_after_a_slow_first_step(owner) == pytest.approx(2 * (40 + 20 + 30), rel=0.02)

@@ -15,6 +15,7 @@ negative; it is given in tenths of a second.
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
 import time
 from datetime import datetime
@@ -27,6 +28,7 @@ from ..registry import get_task
 from . import live
 
 HISTORY = 20
+HISTORY_STEP_ROWS = 2000  # completed steps read for the step medians (a run of 100 steps: 20 runs)
 MAX_MEMBER_STEPS = 500
 MEMBER_STEP_STATE = {
     Status.PENDING: StepStatus.PENDING,
@@ -186,13 +188,12 @@ def _task_eta(sig: Signature, steps: list[dict], percent: float) -> float | None
         median = median_run_seconds(sig.task_name)
         elapsed = (now - sig.started_at).total_seconds() if sig.started_at and sig.status == Status.RUNNING else 0
         return _combine(median, elapsed, percent)
-    medians = {step["name"]: median_step_seconds(sig.task_name, step["name"]) for step in steps}
-    pace = _pace(steps, medians)
+    expected = _expected_steps(sig, steps)
     total = 0.0
     for step in steps:
         if step["status"] in (StepStatus.COMPLETED, StepStatus.SKIPPED):
             continue
-        median = medians[step["name"]] * pace if medians[step["name"]] is not None else None
+        median = expected.get(step["name"])
         if step["status"] == StepStatus.PENDING:
             estimate = median
         else:
@@ -204,15 +205,62 @@ def _task_eta(sig: Signature, steps: list[dict], percent: float) -> float | None
     return total
 
 
-def _pace(steps: list[dict], medians: dict[str, float | None]) -> float:
-    """How much slower (>1) or faster (<1) this run is than history, from the steps it finished;
-    a run with bigger inputs than usual then gets proportionally longer estimates."""
-    actual = expected = 0.0
-    for step in steps:
-        if step["status"] == StepStatus.COMPLETED and step["duration_ms"] and medians.get(step["name"]):
-            actual += step["duration_ms"] / 1000
-            expected += medians[step["name"]]
-    return min(5.0, max(0.2, actual / expected)) if expected > 0 else 1.0
+def _expected_steps(sig: Signature, steps: list[dict]) -> dict[str, float]:
+    """Each step's expected seconds in this run: its median over recent runs, moved by how this run's
+    last finished step compared with its own median, as far as that carried over in history.
+
+    In log terms, ``r`` = log(actual / median). From the recent runs, the slope of a later step's
+    ``r`` on the last finished step's ``r`` (least squares, kept only where it stands out from its
+    noise) says how much of a deviation carries over: nothing for independent steps (a slow step
+    says nothing of the next), all of it when runs differ in size, more than all of it when a run
+    slows down as it goes. Without spread in history, it carries over whole."""
+    runs = _recent_step_durations(sig)
+    medians = {name: statistics.median(d) for name, d in _by_name(runs).items()}
+    done = [s for s in steps if s["status"] == StepStatus.COMPLETED and s["duration_ms"] and medians.get(s["name"])]
+    if not done:
+        return medians
+    last = done[-1]["name"]
+    deviation = math.log(done[-1]["duration_ms"] / 1000 / medians[last])
+    expected = {}
+    for name, median in medians.items():
+        pairs = [(math.log(run[last] / medians[last]), math.log(run[name] / median))
+                 for run in runs if run.get(last) and run.get(name)]
+        expected[name] = median * min(5.0, max(0.2, math.exp(_carry_over(pairs) * deviation)))
+    return expected
+
+
+def _carry_over(pairs: list[tuple[float, float]]) -> float:
+    """The slope through the origin of ``later`` on ``last``, shrunk towards 0 by its own noise."""
+    spread = sum(x * x for x, _ in pairs)
+    if spread < 1e-6:
+        return 1.0
+    slope = sum(x * y for x, y in pairs) / spread
+    noise = sum((y - slope * x) ** 2 for x, y in pairs) / max(1, len(pairs) - 1) / spread
+    return slope * max(0.0, 1 - noise / slope**2) if slope else 0.0
+
+
+def _recent_step_durations(sig: Signature) -> list[dict[str, float]]:
+    """Seconds per completed step of the task's last ``HISTORY`` other runs, one dict per run."""
+    rows = (
+        Step.objects.filter(signature__task_name=sig.task_name, status=StepStatus.COMPLETED,
+                            started_at__isnull=False, finished_at__isnull=False)
+        .exclude(signature_id=sig.pk)
+        .order_by("-signature_id")
+        .values_list("signature_id", "name", "started_at", "finished_at")[:HISTORY_STEP_ROWS]
+    )
+    runs: dict[int, dict[str, float]] = {}
+    for signature_id, name, started, finished in rows:
+        if signature_id in runs or len(runs) < HISTORY:
+            runs.setdefault(signature_id, {})[name] = max(0.001, (finished - started).total_seconds())
+    return list(runs.values())
+
+
+def _by_name(runs: list[dict[str, float]]) -> dict[str, list[float]]:
+    durations: dict[str, list[float]] = {}
+    for run in runs:
+        for name, seconds in run.items():
+            durations.setdefault(name, []).append(seconds)
+    return durations
 
 
 def _combine(median: float | None, elapsed: float, percent: float) -> float | None:
@@ -279,16 +327,6 @@ def _makespan(running: list[float], waiting: list[float], width: int) -> float:
 def median_run_seconds(task_name: str) -> float | None:
     rows = (
         Run.objects.filter(signature__task_name=task_name, status=RunStatus.COMPLETED, started_at__isnull=False)
-        .order_by("-finished_at")
-        .values_list("started_at", "finished_at")[:HISTORY]
-    )
-    return _median([(end - start).total_seconds() for start, end in rows])
-
-
-def median_step_seconds(task_name: str, step_name: str) -> float | None:
-    rows = (
-        Step.objects.filter(signature__task_name=task_name, name=step_name, status=StepStatus.COMPLETED,
-                            started_at__isnull=False, finished_at__isnull=False)
         .order_by("-finished_at")
         .values_list("started_at", "finished_at")[:HISTORY]
     )
