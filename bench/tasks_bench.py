@@ -19,3 +19,17 @@ def four_steps(ctx, durations: list[float]):
                 time.sleep(seconds / SLICES)
                 step.progress(100 * (i + 1) / SLICES)
     return sum(durations)
+
+
+SLOWING_STEPS = tuple(f"Stage {i}" for i in range(1, 9))
+
+
+@task("bench.slowing_steps", category="bench", steps=SLOWING_STEPS)
+def slowing_steps(ctx, durations: list[float]):
+    """Eight declared steps lasting the given seconds (bench/eta.py makes each longer than the last)."""
+    for name, seconds in zip(SLOWING_STEPS, durations, strict=True):
+        with ctx.step(name) as step:
+            for i in range(SLICES):
+                time.sleep(seconds / SLICES)
+                step.progress(100 * (i + 1) / SLICES)
+    return sum(durations)
