@@ -108,6 +108,17 @@ def test_a_swarms_eta_lays_its_members_on_its_slots(owner):
         assert progress.payload(Signature.objects.get(pk=swarm.pk))["eta_seconds"] == 5.5
 
 
+@pytest.mark.django_db
+def test_a_waiting_member_costs_its_turnaround_the_hand_over_included(owner):
+    earlier = swarm_of(owner, 3, task="examples.sleep", seconds=2)
+    for member in earlier.members.all():  # queued 0.5 s before a worker started each, which then ran 2 s
+        Run.objects.create(signature=member, number=1, status=RunStatus.COMPLETED, queued_at=T0,
+                           started_at=T0 + dt.timedelta(seconds=0.5), finished_at=T0 + dt.timedelta(seconds=2.5))
+    swarm = swarm_of(owner, 4, task="examples.sleep", max_concurrency=2, seconds=2)
+    Signature.objects.filter(pk=swarm.pk).update(status=Status.RUNNING, started_at=T0)
+    assert progress.payload(Signature.objects.get(pk=swarm.pk))["eta_seconds"] == 5.0  # 2.5 + 2.5 on two slots
+
+
 # The container's own messages --------------------------------------------------------------------
 
 

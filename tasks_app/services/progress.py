@@ -279,40 +279,41 @@ def _rate_only(sig: Signature, percent: float) -> float | None:
 
 
 def _container_eta(sig: Signature, steps: list[dict], percent: float) -> float | None:
-    """The members left, each at its task's median run (the running ones less what they did), laid
-    out on the swarm's ``max_concurrency`` slots in the order they start; a chain or graph adds
-    them up. Without history for every member left: the container's own rate."""
+    """The members left, laid out on the swarm's ``max_concurrency`` slots in the order they start
+    (a chain or graph adds them up): a running one its task's median run less what it did, a
+    waiting one its task's median turnaround (queued to finished). Without history for every
+    member left: the container's own rate."""
     ended = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED)
     remaining = [s for s in steps if s["status"] not in ended]
     if not remaining and len(steps) < MAX_MEMBER_STEPS:
         return 0.0
-    medians: dict[str, float | None] = {}
+    medians: dict[str, tuple[float | None, float | None]] = {}
     running, waiting = [], []
     now = timezone.now()
     for step in remaining:
         if step.get("task") and step["task"] not in medians:
-            medians[step["task"]] = median_run_seconds(step["task"])
-        median = medians.get(step.get("task") or "")
+            medians[step["task"]] = (median_run_seconds(step["task"]), median_turnaround_seconds(step["task"]))
+        median, turnaround = medians.get(step.get("task") or "", (None, None))
         if median is None:
             return _rate_only(sig, percent)
         if step["status"] == StepStatus.PENDING:
-            waiting.append(median)
+            waiting.append(turnaround or median)
         else:
             elapsed = (now - step["started_at"]).total_seconds() if step["started_at"] else 0
             running.append(_combine(median, elapsed, step["progress"]) or 0.0)
-    waiting += _unlisted_waiting(sig, steps, medians)
+    waiting += _unlisted_waiting(sig, steps, [turnaround or median for median, turnaround in medians.values()])
     if sig.kind == Kind.SWARM:
         return _makespan(running, waiting, sig.config.get("max_concurrency") or 1)
     return sum(running) + sum(waiting)
 
 
-def _unlisted_waiting(sig: Signature, steps: list[dict], medians: dict[str, float | None]) -> list[float]:
+def _unlisted_waiting(sig: Signature, steps: list[dict], known: list[float | None]) -> list[float]:
     """Members past the ``MAX_MEMBER_STEPS`` listed that have not started, at the listed ones' median."""
-    if len(steps) < MAX_MEMBER_STEPS or not medians:
+    known = [m for m in known if m is not None]
+    if len(steps) < MAX_MEMBER_STEPS or not known:
         return []
     count = sig.members.filter(position__gte=MAX_MEMBER_STEPS, status__in=(Status.PENDING, Status.QUEUED)).count()
-    known = [m for m in medians.values() if m is not None]
-    return [statistics.median(known)] * count if known else []
+    return [statistics.median(known)] * count
 
 
 def _makespan(running: list[float], waiting: list[float], width: int) -> float:
@@ -329,6 +330,18 @@ def median_run_seconds(task_name: str) -> float | None:
         Run.objects.filter(signature__task_name=task_name, status=RunStatus.COMPLETED, started_at__isnull=False)
         .order_by("-finished_at")
         .values_list("started_at", "finished_at")[:HISTORY]
+    )
+    return _median([(end - start).total_seconds() for start, end in rows])
+
+
+def median_turnaround_seconds(task_name: str) -> float | None:
+    """From queued to finished, of recent runs of members: what a member waiting for a slot costs,
+    the hand-over to a worker included (a tenth of a second or more a member on a busy host)."""
+    rows = (
+        Run.objects.filter(signature__task_name=task_name, signature__parent__isnull=False, status=RunStatus.COMPLETED,
+                           finished_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("queued_at", "finished_at")[:HISTORY]
     )
     return _median([(end - start).total_seconds() for start, end in rows])
 
