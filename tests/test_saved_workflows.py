@@ -139,6 +139,20 @@ def test_errors_inside_a_reference_are_named_by_their_path_through_it(owner_clie
 
 
 @pytest.mark.django_db
+def test_references_may_not_expand_past_the_size_a_written_out_spec_may_have(owner_client, settings):
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "MAX_SPEC_BYTES": 1000}
+    save(owner_client, "leaf", {"task": "examples.echo", "kwargs": {"value": "x" * 100}})
+    save(owner_client, "pair", {"kind": "chain", "steps": [{"workflow": "leaf"}, {"workflow": "leaf"}]})
+    assert submit(owner_client, {"kind": "swarm", "tasks": [{"workflow": "pair"}] * 2}).members.count() == 2
+    many = {"kind": "swarm", "tasks": [{"workflow": "pair"}] * 8}  # 60 bytes that would expand to 3 KB
+    response = owner_client.post("/api/tasks/", many, format="json")
+    assert response.status_code == 413 and "ORCHESTRATOR_MAX_SPEC_BYTES" in response.json()["detail"]
+    group = submit(owner_client, {"kind": "swarm", "closed": False, "tasks": []})
+    added = owner_client.post(f"/api/tasks/{group.pk}/tasks", {"tasks": many["tasks"]}, format="json")
+    assert added.status_code == 413 and group.members.count() == 0
+
+
+@pytest.mark.django_db
 def test_each_run_records_the_version_it_was_built_from(owner_client):
     save(owner_client, "greet", {"task": "examples.echo", "kwargs": {"value": "v1"}})
     old = submit(owner_client, {"workflow": "greet"})

@@ -78,6 +78,7 @@ class _Validator:
         self.expanding: list[str] = [saving] if saving else []
         self.parameters_later = parameters_later
         self._saved: dict[tuple[str, int | None], Any] = {}
+        self.resolved_bytes = 0  # of the saved specs references brought in
 
     def error(self, path: str, message: str) -> None:
         self.errors.setdefault(path or "spec", message)
@@ -240,10 +241,19 @@ class _Validator:
         if saved is None:
             self.error(where, f"no saved workflow named {name!r}" + (f" has a version {version}" if version else ""))
             return None
-        self.expanded += len(json.dumps(saved.spec, default=str))  # each use stores a copy in the rows it builds
-        if self.expanded > settings.ORCHESTRATOR["MAX_EXPANDED_BYTES"]:
-            raise expanded_too_large(self.expanded)
+        self.count_resolved(saved)
         return saved
+
+    def count_resolved(self, saved) -> None:
+        """Written out, the spec would be refused past MAX_SPEC_BYTES: references (which can nest and
+        repeat) may not bring in more than that either, or a few bytes would expand without end."""
+        if not hasattr(saved, "_size"):
+            saved._size = len(json.dumps(saved.spec, default=str))
+        self.resolved_bytes += saved._size
+        limit = settings.ORCHESTRATOR["MAX_SPEC_BYTES"]
+        if self.resolved_bytes > limit:
+            raise PayloadTooLarge(f"the saved workflows it uses add up to more than {limit} bytes of spec "
+                                  "(ORCHESTRATOR_MAX_SPEC_BYTES)")
 
     # Scalars ----------------------------------------------------------------------------------
 
@@ -335,11 +345,12 @@ def validate_many(raws: Any, path: str = "tasks", inherited: dict | None = None,
     check_size(raws, "MAX_SPEC_BYTES", path)
     if expanded > settings.ORCHESTRATOR["MAX_EXPANDED_BYTES"]:
         raise expanded_too_large(expanded)
-    valid, rejected = [], {}
+    valid, rejected, resolved = [], {}, 0
     for i, raw in enumerate(raws):
         validator = _Validator(expanded, owner=owner)
+        validator.resolved_bytes = resolved  # the list is one spec, as far as the saved workflows it uses go
         spec = validator.spec(raw, f"{path}[{i}]", inherited=inherited)
-        expanded = validator.expanded
+        expanded, resolved = validator.expanded, validator.resolved_bytes
         if validator.errors:
             rejected[i] = validator.errors
         else:
