@@ -331,6 +331,15 @@ def test_every_metric_the_alerts_and_the_dashboard_use_is_exposed(owner):
         assert names <= exposed, (document, names - exposed)
 
 
+def test_the_metrics_docs_describe_every_orchestrator_metric(owner):
+    run_of(make(owner, ECHO), 1)
+    described = (DOCS / "metrics.md").read_text()
+    for family in text_string_to_metric_families(text()):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        if name.startswith("orchestrator_"):
+            assert f"`{name}`" in described, name
+
+
 def test_the_alert_rules_cover_a_lost_worker_queue_age_and_the_failure_ratio():
     rules = yaml.safe_load((DOCS / "alerts.yml").read_text())
     by_name = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
