@@ -188,11 +188,13 @@ def _task_eta(sig: Signature, steps: list[dict], percent: float) -> float | None
         median = median_run_seconds(sig.task_name)
         elapsed = (now - sig.started_at).total_seconds() if sig.started_at and sig.status == Status.RUNNING else 0
         return _combine(median, elapsed, percent)
-    expected = _expected_steps(sig, steps)
+    runs, gap = _recent_step_durations(sig)
+    expected = _expected_steps(steps, runs)
     total = 0.0
     for step in steps:
         if step["status"] in (StepStatus.COMPLETED, StepStatus.SKIPPED):
             continue
+        total += gap  # the hand-over after the step (to the next one, or the run's end)
         median = expected.get(step["name"])
         if step["status"] == StepStatus.PENDING:
             estimate = median
@@ -205,7 +207,7 @@ def _task_eta(sig: Signature, steps: list[dict], percent: float) -> float | None
     return total
 
 
-def _expected_steps(sig: Signature, steps: list[dict]) -> dict[str, float]:
+def _expected_steps(steps: list[dict], runs: list[dict[str, float]]) -> dict[str, float]:
     """Each step's expected seconds in this run: its median over recent runs, moved by how this run's
     last finished step compared with its own median, as far as that carried over in history.
 
@@ -214,7 +216,6 @@ def _expected_steps(sig: Signature, steps: list[dict]) -> dict[str, float]:
     noise) says how much of a deviation carries over: nothing for independent steps (a slow step
     says nothing of the next), all of it when runs differ in size, more than all of it when a run
     slows down as it goes. Without spread in history, it carries over whole."""
-    runs = _recent_step_durations(sig)
     medians = {name: statistics.median(d) for name, d in _by_name(runs).items()}
     done = [s for s in steps if s["status"] == StepStatus.COMPLETED and s["duration_ms"] and medians.get(s["name"])]
     if not done:
@@ -239,20 +240,27 @@ def _carry_over(pairs: list[tuple[float, float]]) -> float:
     return slope * max(0.0, 1 - noise / slope**2) if slope else 0.0
 
 
-def _recent_step_durations(sig: Signature) -> list[dict[str, float]]:
-    """Seconds per completed step of the task's last ``HISTORY`` other runs, one dict per run."""
+def _recent_step_durations(sig: Signature) -> tuple[list[dict[str, float]], float]:
+    """Seconds per completed step of the task's last ``HISTORY`` other runs, one dict per run; and
+    the median time per step outside the steps (between them and after the last: writing the
+    step, the result, the run's end), which the steps' own durations leave out."""
     rows = (
         Step.objects.filter(signature__task_name=sig.task_name, status=StepStatus.COMPLETED,
                             started_at__isnull=False, finished_at__isnull=False)
         .exclude(signature_id=sig.pk)
         .order_by("-signature_id")
-        .values_list("signature_id", "name", "started_at", "finished_at")[:HISTORY_STEP_ROWS]
+        .values_list("signature_id", "name", "started_at", "finished_at", "signature__finished_at")[:HISTORY_STEP_ROWS]
     )
     runs: dict[int, dict[str, float]] = {}
-    for signature_id, name, started, finished in rows:
+    spans: dict[int, list] = {}
+    for signature_id, name, started, finished, run_end in rows:
         if signature_id in runs or len(runs) < HISTORY:
             runs.setdefault(signature_id, {})[name] = max(0.001, (finished - started).total_seconds())
-    return list(runs.values())
+            first, _ = spans.get(signature_id, (started, run_end))
+            spans[signature_id] = (min(first, started), run_end)
+    gaps = [((end - first).total_seconds() - sum(runs[pk].values())) / len(runs[pk])
+            for pk, (first, end) in spans.items() if end is not None]
+    return list(runs.values()), max(0.0, _median(gaps) or 0.0)
 
 
 def _by_name(runs: list[dict[str, float]]) -> dict[str, list[float]]:
