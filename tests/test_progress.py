@@ -154,3 +154,15 @@ def test_a_slow_step_carries_over_when_history_shows_runs_differ_in_size(owner):
     sizes = (0.5, 1, 2, 1, 0.7, 1.5, 1)
     runs_with(owner, [{name: seconds * size for name, seconds in STEPS.items()} for size in sizes])
     assert eta_after_a_slow_first_step(owner) == pytest.approx(2 * (40 + 20 + 30), rel=0.02)
+
+
+def test_the_time_between_steps_counts_too(owner):
+    # Each earlier run ended 2 s after its four steps' own 100 s: half a second per step outside the steps.
+    runs_with(owner, [STEPS] * 3)
+    for sig in Signature.objects.filter(status=Status.COMPLETED):
+        Signature.objects.filter(pk=sig.pk).update(finished_at=T0 + dt.timedelta(seconds=100 + 2))
+    sig = Signature.objects.create(owner=owner, task_name="examples.build_crm", status=Status.RUNNING, started_at=T0)
+    for order, name in enumerate(STEPS, 1):
+        Step.objects.create(signature=sig, order=order, name=name)
+    with time_machine.travel(T0, tick=False):
+        assert progress.payload(sig)["eta_seconds"] == 100 + 4 * 0.5
