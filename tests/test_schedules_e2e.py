@@ -72,7 +72,7 @@ def test_two_schedulers_write_exactly_one_run_per_tick(owner, clock):
     clock.workers.start(2)
     for _ in range(2):
         clock.start_scheduler()
-    clock.workers.drain(lambda: clock.registered_schedulers() == 2, timeout=30)
+    clock.workers.drain(lambda: clock.registered_schedulers() >= 2, timeout=90)  # Django starts slowly on a busy host
     schedule = schedules.create({"name": "every 2 s", "spec": ECHO, "interval": 2}, owner=owner)
     started = time.monotonic()
     def completed(n: int):
