@@ -32,12 +32,14 @@ Outcome = tuple[Any, BaseException | None]
 
 
 class GroupCommit:
-    """Batches the calls awaited on one event loop: a batch runs in the loop's executor while the
-    next one gathers, so a lone call waits for at most one batch."""
+    """Batches the calls awaited on one event loop: up to ``parallel`` batches run in the loop's
+    executor while the next one gathers (PostgreSQL writes side by side; SQLite takes them in
+    turn), so a lone call waits for at most one batch."""
 
-    def __init__(self, around: Callable[[], AbstractContextManager] = nullcontext) -> None:
+    def __init__(self, around: Callable[[], AbstractContextManager] = nullcontext, parallel: int = 2) -> None:
         self.pending: list[tuple[Callable[[], Any], asyncio.Future]] = []
-        self.draining = False
+        self.draining = 0  # batches in the executor
+        self.parallel = parallel
         self.around = around  # entered around each batch's calls, inside its transaction
 
     async def call(self, fn: Callable, *args: Any) -> Any:
@@ -45,8 +47,8 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((functools.partial(contextvars.copy_context().run, fn, *args), future))
-        if not self.draining:
-            self.draining = True
+        if self.draining < self.parallel:
+            self.draining += 1
             loop.create_task(self._drain())
         return await future
 
@@ -67,7 +69,7 @@ class GroupCommit:
                     else:
                         future.set_exception(error)
         finally:
-            self.draining = False
+            self.draining -= 1
 
 
 def run_batch(calls: list[Callable[[], Any]], around: Callable[[], AbstractContextManager] = nullcontext,

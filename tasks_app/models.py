@@ -314,7 +314,9 @@ class Run(models.Model):
     class Meta:
         ordering = ["signature", "number"]
         constraints = [models.UniqueConstraint(fields=["signature", "number"], name="unique_run_number")]
-        indexes = [models.Index(fields=["status", "queued_at"])]
+        # started_at and finished_at: a /metrics scrape reads the runs since the last one.
+        indexes = [models.Index(fields=["status", "queued_at"]), models.Index(fields=["started_at"]),
+                   models.Index(fields=["finished_at"])]
 
     def __str__(self) -> str:
         return f"run {self.number} of #{self.signature_id}"

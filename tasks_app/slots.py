@@ -25,13 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from . import private_apis
 from .context import TaskContext, off_loop
 from .group_commit import GroupCommit
 from .registry import get_task
@@ -79,7 +80,8 @@ def slot_kinds(jobs: list[Job]) -> dict[str, str]:
 
 
 # The task jobs at the heads of the queues, in the worker's order, at most ARGV[1] of them: a head
-# that is not a task job ends the take (the worker's own dequeue runs it next, in its turn).
+# that is not a task job ends the take (the worker's own dequeue runs it next, in its turn). It
+# relies on RQ's queue layout (private_apis).
 # KEYS: the queues. Returns queue key, job id, queue key, job id, ...
 POP_TASK_JOBS = """
 local out, most = {}, tonumber(ARGV[1]) * 2
@@ -168,8 +170,11 @@ class Slots:
         self.threads = ThreadPoolExecutor(size, thread_name_prefix="orchestrator-task")
         # RQ's end of each job, in order, off the database threads (they go on with the next task).
         self.bookkeeping = ThreadPoolExecutor(1, thread_name_prefix="orchestrator-rq")
-        # The claims and the ends of async tasks: many in one transaction each (group_commit).
-        self.claims, self.ends = GroupCommit(), GroupCommit(around=containers.swarms_advanced_once)
+        # The claims and the ends of async tasks: many in one transaction each (group_commit), a
+        # batch at a time on SQLite (one writer at a time anyway), side by side on PostgreSQL.
+        parallel = 1 if connection.vendor == "sqlite" else DB_THREADS // 2
+        self.claims = GroupCommit(parallel=parallel)
+        self.ends = GroupCommit(around=containers.swarms_advanced_once, parallel=parallel)
         live.deliver_in_background()
         self.thread = threading.Thread(target=self.loop.run_forever, name="orchestrator-loop", daemon=True)
         self.thread.start()
@@ -218,7 +223,7 @@ class Slots:
             return
         with self.worker.connection.pipeline() as pipeline:
             for job, queue in reversed(jobs):  # pushed last first: they keep their order
-                pipeline.lpush(queue.key, job.id)
+                private_apis.push_to_head(pipeline, queue.key, job.id)
             pipeline.execute()
 
     @functools.cached_property
@@ -382,12 +387,12 @@ class Slots:
         job.ended_at = now()
         try:
             if outcome == JobStatus.FINISHED:
-                job._result, job._status = None, JobStatus.FINISHED
+                private_apis.mark_finished(job)
                 worker.handle_job_success(job, queue, queue.started_job_registry, flight.execution)
                 return
             with self.stop_lock:
                 if outcome == JobStatus.STOPPED:
-                    worker._stopped_job_id = job.id
+                    private_apis.mark_stopped(worker, job)
                 worker.handle_job_failure(job, queue, queue.started_job_registry, detail, flight.execution)
         except Exception:  # Redis away: RQ's own maintenance ends the execution later
             log.warning("worker %s: end of job %s not recorded in RQ", worker.name, job.id, exc_info=True)

@@ -29,7 +29,7 @@ from rq.job import Job, JobStatus
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
-from . import slots
+from . import private_apis, slots
 from .models import WorkerProcess
 from .slots import Slots
 
@@ -340,7 +340,8 @@ class FollowUps:
             worker.handle_job_failure(job, queue, queue.started_job_registry, traceback.format_exc(), execution)
             self.connection.delete(self.marker)
             return False
-        job.ended_at, job._result, job._status = now(), None, JobStatus.FINISHED
+        job.ended_at = now()
+        private_apis.mark_finished(job)
         worker.handle_job_success(job, queue, queue.started_job_registry, execution)
         self.connection.delete(self.marker)
         return True
@@ -348,7 +349,7 @@ class FollowUps:
     def give_back(self, job_id: str, queue_key: str) -> None:
         with self.connection.pipeline() as pipe:
             pipe.hset(Job.key_for(job_id), "status", JobStatus.QUEUED.value)
-            pipe.lpush(queue_key, job_id)
+            private_apis.push_to_head(pipe, queue_key, job_id)
             pipe.delete(self.marker)
             pipe.execute()
 

@@ -19,6 +19,7 @@ from channels_redis.pubsub import RedisPubSubChannelLayer
 from channels_redis.utils import decode_hosts
 from django.db import connection, transaction
 
+from .. import private_apis
 from ..models import Signature
 from . import transport
 
@@ -137,7 +138,8 @@ class _Batch(list):
 
 def _registered(owner: _Batch | _Learned) -> bool:
     """Whether the object's on-commit callback still waits for a commit (a rollback discards it)."""
-    return any(getattr(callback, "__self__", None) is owner for _, callback, _ in connection.run_on_commit)
+    waiting = private_apis.on_commit_callbacks(connection)
+    return any(getattr(callback, "__self__", None) is owner for callback in waiting)
 
 
 def _send(batch: list) -> None:
@@ -232,8 +234,9 @@ class _Publisher:
 
     def __init__(self, layer: RedisPubSubChannelLayer):
         self.layer = layer
-        self.prefix = layer._kwargs.get("prefix", "asgi")
-        address = decode_hosts(layer._kwargs.get("hosts"))[0]["address"]
+        options = private_apis.layer_options(layer)
+        self.prefix = options.get("prefix", "asgi")
+        address = decode_hosts(options.get("hosts"))[0]["address"]
         self.redis = redis.Redis.from_url(
             address, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30,
             driver_info=transport.DRIVER_INFO,
@@ -244,7 +247,7 @@ class _Publisher:
         for groups, message in batch:
             payload = self.layer.serialize({"type": EVENT_MESSAGE, "message": message})
             for group in groups:
-                pipe.publish(f"{self.prefix}__group__{group}", payload)
+                pipe.publish(private_apis.group_channel(self.prefix, group), payload)
         pipe.execute()
 
 
@@ -253,7 +256,7 @@ _publishers: dict[tuple[int, int], _Publisher] = {}
 
 def _publisher(layer) -> _Publisher | None:
     """The process's publisher for a single-host Redis pub/sub layer; None for any other layer."""
-    if not isinstance(layer, RedisPubSubChannelLayer) or len(layer._kwargs.get("hosts") or ()) != 1:
+    if not isinstance(layer, RedisPubSubChannelLayer) or len(private_apis.layer_options(layer).get("hosts") or ()) != 1:
         return None
     key = (os.getpid(), id(layer))  # a forked work horse opens its own connection
     if key not in _publishers:

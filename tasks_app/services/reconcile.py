@@ -26,6 +26,7 @@ from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from .. import private_apis
 from ..models import (
     CONTAINERS,
     Approval,
@@ -277,7 +278,7 @@ def _waiting(run: Run) -> bool:
     if run.queued_at > timezone.now() - timezone.timedelta(seconds=60):
         return True
     queue = transport.get_queue(run.queue)
-    return queue.connection.lpos(queue.key, transport.job_id(run)) is not None
+    return private_apis.is_in_queue(queue.connection, queue.key, transport.job_id(run))
 
 
 def job_ended(run: Run) -> bool:
