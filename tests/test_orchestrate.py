@@ -67,7 +67,7 @@ def test_one_worker_runs_the_scheduler_and_the_cron_scheduler_runs_the_periodic_
     assert "web" not in [c.name for c in build_children(host="127.0.0.1", port=1, workers=1, web=False)]
 
 
-def test_the_cron_config_enqueues_reconcile_every_minute_and_purge_every_five():
+def test_the_cron_config_enqueues_reconcile_every_minute_purge_every_five_and_schedules_every_tick():
     from django_rq.cron import DjangoCronScheduler
 
     scheduler = DjangoCronScheduler()
@@ -76,6 +76,7 @@ def test_the_cron_config_enqueues_reconcile_every_minute_and_purge_every_five():
     assert {(job.func_name, job.interval, job.queue_name) for job in scheduler.get_jobs()} == {
         ("tasks_app.jobs.reconcile", 60, "orchestrator-high"),
         ("tasks_app.jobs.purge", 300, "orchestrator-low"),
+        ("tasks_app.jobs.fire_schedules", 5, "orchestrator-high"),  # ORCHESTRATOR_SCHEDULE_TICK
     }
 
 
