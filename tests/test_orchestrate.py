@@ -8,8 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import psutil
 import pytest
@@ -21,6 +19,7 @@ from rq.job import Job
 
 from tasks_app.embedded_redis import EmbeddedRedis, free_port
 from tasks_app.management.commands.orchestrate import Child, Supervisor, build_children
+from tests.live_server import wait_for_http
 from tests.workers import gone, subprocess_env
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -163,18 +162,6 @@ def test_the_embedded_redis_is_started_first_and_revived_on_the_same_port(tmp_pa
     assert supervisor.redis.url == url and supervisor.redis.ping()
     supervisor.stop()
     assert not supervisor.redis.is_running()
-
-
-def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout:g} s\n{log.read_text()}")
 
 
 def periodic_job_finished(connection: redis.Redis, name: str) -> bool:
