@@ -18,7 +18,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from orchestrator_site.asgi import application
-from tasks_app.models import GraphDefinition, Notification, NotificationPreference, Signature
+from tasks_app.models import GraphDefinition, Notification, NotificationPreference, Schedule, Signature
 from tests.api_helpers import ECHO, GRAPH, make
 from tests.conftest import PASSWORD, client_for
 from tests.test_authz_matrix import MATRIX
@@ -40,6 +40,7 @@ STATE_CHANGING = [
     ("graph_params", "owner", "/graphs/params/", {"task": "examples.echo"}),
     ("graph_run", "owner", "/graphs/{graph}/run/", {}),
     ("graph_delete", "owner", "/graphs/{graph}/delete/", {}),
+    ("schedule_action", "owner", "/schedules/{schedule}/pause/", {}),
     ("login", "anon", "/accounts/login/", {"username": "owner", "password": PASSWORD}),
     ("logout", "owner", "/accounts/logout/", {}),
     (
@@ -69,8 +70,10 @@ def people(owner) -> dict:
     root = get_user_model().objects.create_superuser("root", "root@example.com", PASSWORD)
     task = make(owner, ECHO)
     graph = GraphDefinition.objects.create(owner=owner, name="a graph", spec=GRAPH)
+    schedule = Schedule.objects.create(owner=owner, name="a schedule", spec=ECHO, interval=3600)
     Notification.objects.create(owner=owner, event="task_started", title="hi", deliveries={"in_app": "sent"})
-    return {"users": {"owner": owner, "root": root, "anon": None}, "ids": {"task": task.pk, "graph": graph.pk}}
+    return {"users": {"owner": owner, "root": root, "anon": None},
+            "ids": {"task": task.pk, "graph": graph.pk, "schedule": schedule.pk}}
 
 
 def strict_client(user) -> Client:
@@ -92,6 +95,7 @@ def everything() -> list:
         *Signature.objects.order_by("pk").values_list("pk", "status", "delete_after"),
         *Notification.objects.order_by("pk").values_list("pk", "read_at"),
         *GraphDefinition.objects.order_by("pk").values_list("pk", "name"),
+        *Schedule.objects.order_by("pk").values_list("pk", "paused"),
         *NotificationPreference.objects.order_by("pk").values_list("pk", "in_app"),
         *get_user_model().objects.order_by("pk").values_list("pk", "password", "last_login"),
     ]
